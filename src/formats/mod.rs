@@ -1,0 +1,5 @@
+//! Files in and out: model weights (GGUF, safetensors), model configs, and
+//! `parity-trace/1` directories of `.npy` stages.
+
+pub mod quants;
+pub mod tensor;

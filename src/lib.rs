@@ -1,0 +1,9 @@
+//! `parity`: a numerical parity and regression harness for LLM inference.
+//!
+//! Four rooms with one-way doors (see ARCHITECTURE.md):
+//! `formats` → `engine` → `harness` → `report`; `cli` sits on top.
+
+pub mod error;
+pub mod formats;
+
+pub use error::{Error, Result};
