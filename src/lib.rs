@@ -4,6 +4,7 @@
 //! `formats` → `engine` → `harness` → `report`; `cli` sits on top.
 
 pub mod error;
+pub mod engine;
 pub mod formats;
 
 pub use error::{Error, Result};
