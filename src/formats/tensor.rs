@@ -216,6 +216,31 @@ impl Tensor {
         out
     }
 
+    /// The `i`-th slice along the first dimension (`[E, R, C]` -> `[R, C]`): one expert of a stack.
+    pub fn select(&self, i: usize) -> Result<Tensor> {
+        let (&n, rest) = self.shape.split_first().ok_or_else(|| Error::mismatch(format!("tensor {} is a scalar", self.name)))?;
+        if i >= n {
+            return Err(Error::mismatch(format!("tensor {}: index {i} outside its first dimension of {n}", self.name)));
+        }
+        let per = self.bytes_len() / n;
+        let start = self.range.start + i * per;
+        Tensor::new(format!("{}[{i}]", self.name), self.dtype, rest.to_vec(), self.backing.clone(), start..start + per)
+    }
+
+    /// Rows `first..first+n` of a matrix (`[R, C]` -> `[n, C]`).
+    pub fn rows(&self, first: usize, n: usize) -> Result<Tensor> {
+        if self.shape.len() != 2 || first + n > self.shape[0] {
+            return Err(Error::mismatch(format!("tensor {} {:?}: rows {first}..{} out of range", self.name, self.shape, first + n)));
+        }
+        let rb = self.dtype.bytes_for(self.row_len()).unwrap_or(0);
+        let start = self.range.start + first * rb;
+        Tensor::new(format!("{}[{first}..{}]", self.name, first + n), self.dtype, vec![n, self.shape[1]], self.backing.clone(), start..start + n * rb)
+    }
+
+    fn bytes_len(&self) -> usize {
+        self.range.len()
+    }
+
     /// Checks the shape against what the model config implies.
     pub fn expect_shape(&self, model: &str, want: &[usize]) -> Result<()> {
         if self.shape != want {

@@ -1,0 +1,376 @@
+//! Model assembly and the forward pass. One decoder-layer implementation serves
+//! every architecture; what differs is read from `ModelConfig` (named conventions),
+//! never from the architecture's name.
+
+use rayon::prelude::*;
+
+use crate::engine::ops::{self, Linear};
+use crate::engine::rope::Rope;
+use crate::engine::settings::EngineSettings;
+use crate::engine::sink::Sink;
+use crate::error::{Error, Result};
+use crate::formats::config::ModelConfig;
+use crate::formats::model::WeightStore;
+use crate::formats::tensor::{DType, Tensor};
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    /// SwiGLU: `down(silu(gate(x)) * up(x))`, x `[T, d]`.
+    fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let g = self.gate.forward(x);
+        let u = self.up.forward(x);
+        let h: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| ops::silu(g) * u).collect();
+        self.down.forward(&h)
+    }
+}
+
+struct Moe {
+    router: Linear,
+    experts: Vec<Mlp>,
+    top_k: usize,
+    renormalize: bool,
+    softmax_before_topk: bool,
+}
+
+enum Ffn {
+    Dense(Mlp),
+    Moe(Moe),
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    ffn: Ffn,
+    window: Option<usize>,
+}
+
+/// Per-layer cache of post-RoPE keys and values (`[n, H_kv, hd]`) and their positions.
+#[derive(Default)]
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    pos: Vec<Vec<i64>>,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.pos.first().map_or(0, Vec::len)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Model {
+    pub cfg: ModelConfig,
+    pub eng: EngineSettings,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    final_norm: Vec<f32>,
+    lm_head: Linear,
+    rope: Rope,
+    /// Run only the first K layers and stop before the final norm (partial depth).
+    partial: bool,
+}
+
+fn vec_f32(w: &dyn WeightStore, name: &str, len: usize, model: &str) -> Result<Vec<f32>> {
+    let t = w.get(name)?;
+    t.expect_shape(model, &[len])?;
+    Ok(t.to_f32())
+}
+
+fn linear(w: &dyn WeightStore, prefix: &str, out: usize, inp: usize, bias: bool, model: &str) -> Result<Linear> {
+    let t = w.get(&format!("{prefix}.weight"))?;
+    t.expect_shape(model, &[out, inp])?;
+    let bias = if bias { Some(vec_f32(w, &format!("{prefix}.bias"), out, model)?) } else { None };
+    Ok(Linear { w: t, bias })
+}
+
+impl Model {
+    /// Binds the weights of the first `layers` layers (all when None).
+    pub fn load(cfg: ModelConfig, eng: EngineSettings, w: &dyn WeightStore, name: &str, layers: Option<usize>) -> Result<Model> {
+        let c = &cfg;
+        let (d, h, kv, hd) = (c.hidden.value, c.n_heads.value, c.n_kv_heads.value, c.head_dim.value);
+        let n_layers = match layers {
+            Some(k) if k > c.n_layers.value => {
+                return Err(Error::model(name, format!("--layers {k} exceeds the model's {} layers", c.n_layers.value)))
+            }
+            Some(k) => k,
+            None => c.n_layers.value,
+        };
+        let embed = w.get("model.embed_tokens.weight")?;
+        embed.expect_shape(name, &[c.vocab.value, d])?;
+        let mut out = Vec::with_capacity(n_layers);
+        for i in 0..n_layers {
+            let p = format!("model.layers.{i}");
+            let a = format!("{p}.self_attn");
+            let qk_norm = c.qk_norm.value && w.has(&format!("{a}.q_norm.weight"));
+            if c.qk_norm.value && !qk_norm {
+                return Err(Error::model(name, format!("{a}.q_norm.weight is missing but the config has QK-norm")));
+            }
+            let ffn = if c.is_moe_layer(i) {
+                Ffn::Moe(load_moe(w, c, &format!("{p}.mlp"), name)?)
+            } else {
+                let m = format!("{p}.mlp");
+                Ffn::Dense(Mlp {
+                    gate: linear(w, &format!("{m}.gate_proj"), c.intermediate.value, d, false, name)?,
+                    up: linear(w, &format!("{m}.up_proj"), c.intermediate.value, d, false, name)?,
+                    down: linear(w, &format!("{m}.down_proj"), d, c.intermediate.value, false, name)?,
+                })
+            };
+            out.push(Layer {
+                attn_norm: vec_f32(w, &format!("{p}.input_layernorm.weight"), d, name)?,
+                q: linear(w, &format!("{a}.q_proj"), h * hd, d, c.qkv_bias.value, name)?,
+                k: linear(w, &format!("{a}.k_proj"), kv * hd, d, c.qkv_bias.value, name)?,
+                v: linear(w, &format!("{a}.v_proj"), kv * hd, d, c.qkv_bias.value, name)?,
+                o: linear(w, &format!("{a}.o_proj"), d, h * hd, c.o_bias.value, name)?,
+                q_norm: if c.qk_norm.value { Some(vec_f32(w, &format!("{a}.q_norm.weight"), hd, name)?) } else { None },
+                k_norm: if c.qk_norm.value { Some(vec_f32(w, &format!("{a}.k_norm.weight"), hd, name)?) } else { None },
+                ffn_norm: vec_f32(w, &format!("{p}.post_attention_layernorm.weight"), d, name)?,
+                ffn,
+                window: c.sliding_window.value.get(i).copied().flatten(),
+            });
+        }
+        let partial = n_layers < c.n_layers.value;
+        let final_norm = if partial { Vec::new() } else { vec_f32(w, "model.norm.weight", d, name)? };
+        let lm_head = if c.tied_embeddings.value || partial {
+            Linear { w: embed.clone(), bias: None }
+        } else {
+            linear(w, "lm_head", c.vocab.value, d, false, name)?
+        };
+        let rope = Rope::new(&c.rope, hd).map_err(|e| Error::model(name, e.to_string()))?;
+        Ok(Model { embed, layers: out, final_norm, lm_head, rope, partial, eng, cfg })
+    }
+
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// One engine call: `tokens` at `positions` through the cache. Returns logits
+    /// `[T, vocab]` (empty for a partial-depth model).
+    pub fn forward(&self, cache: &mut KvCache, tokens: &[u32], positions: &[[i64; 4]], sink: &mut dyn Sink) -> Result<Vec<f32>> {
+        let c = &self.cfg;
+        let (d, nh, nkv, hd) = (c.hidden.value, c.n_heads.value, c.n_kv_heads.value, c.head_dim.value);
+        let t = tokens.len();
+        let (eps, place, off) = (c.norm.eps.value, c.norm.eps_placement.value, c.norm.weight_offset.value);
+        if cache.k.len() != self.layers.len() {
+            cache.k = vec![Vec::new(); self.layers.len()];
+            cache.v = vec![Vec::new(); self.layers.len()];
+            cache.pos = vec![Vec::new(); self.layers.len()];
+        }
+        let emit = |sink: &mut dyn Sink, name: &str, tail: &[usize], data: &[f32]| {
+            if sink.wants(name) {
+                sink.record(name, tail, data);
+            }
+        };
+
+        // 1. Embedding lookup: [T, d]
+        let mut x = vec![0f32; t * d];
+        for (row, &tok) in x.chunks_mut(d).zip(tokens) {
+            if tok as usize >= c.vocab.value {
+                return Err(Error::mismatch(format!("token id {tok} is outside the vocabulary of {}", c.vocab.value)));
+            }
+            self.embed.dequant_row(tok as usize, row);
+        }
+        emit(sink, "embed", &[d], &x);
+
+        for (i, l) in self.layers.iter().enumerate() {
+            let name = |s: &str| format!("L{i}.{s}");
+            // 2. Attention block.
+            let h = ops::rms_norm(&x, &l.attn_norm, d, eps, place, off);
+            emit(sink, &name("attn_norm"), &[d], &h);
+            let mut q = l.q.forward(&h); // [T, H, hd]
+            let mut k = l.k.forward(&h); // [T, H_kv, hd]
+            let v = l.v.forward(&h); // [T, H_kv, hd]
+            emit(sink, &name("q"), &[nh, hd], &q);
+            emit(sink, &name("k"), &[nkv, hd], &k);
+            emit(sink, &name("v"), &[nkv, hd], &v);
+            if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+                q = ops::rms_norm(&q, qn, hd, eps, place, off);
+                k = ops::rms_norm(&k, kn, hd, eps, place, off);
+                emit(sink, &name("q_norm"), &[nh, hd], &q);
+                emit(sink, &name("k_norm"), &[nkv, hd], &k);
+            }
+            self.rope.apply(&mut q, nh, positions);
+            self.rope.apply(&mut k, nkv, positions);
+            emit(sink, &name("q_rope"), &[nh, hd], &q);
+            emit(sink, &name("k_rope"), &[nkv, hd], &k);
+
+            let store = |vals: &[f32]| -> Vec<f32> { round_to(vals, self.eng.kv_cache_dtype) };
+            cache.k[i].extend(store(&k));
+            cache.v[i].extend(store(&v));
+            cache.pos[i].extend(positions.iter().map(|p| p[0]));
+            let ctx = attention(&q, &cache.k[i], &cache.v[i], &cache.pos[i], positions, nh, nkv, hd, c.attn_scale.value as f32, l.window);
+            emit(sink, &name("attn"), &[nh * hd], &ctx);
+            let o = l.o.forward(&ctx);
+            emit(sink, &name("attn_out"), &[d], &o);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            emit(sink, &name("attn_resid"), &[d], &x);
+
+            // 3. Feed-forward block.
+            let h2 = ops::rms_norm(&x, &l.ffn_norm, d, eps, place, off);
+            emit(sink, &name("ffn_norm"), &[d], &h2);
+            let f = match &l.ffn {
+                Ffn::Dense(m) => m.forward(&h2),
+                Ffn::Moe(m) => moe_forward(m, &h2, d, i, sink),
+            };
+            emit(sink, &name("ffn_out"), &[d], &f);
+            x.iter_mut().zip(&f).for_each(|(a, b)| *a += b);
+            emit(sink, &name("out"), &[d], &x);
+        }
+        if self.partial {
+            return Ok(Vec::new());
+        }
+        // 4. Final norm and logits: [T, vocab]
+        let h = ops::rms_norm(&x, &self.final_norm, d, eps, place, off);
+        emit(sink, "final_norm", &[d], &h);
+        let logits = self.lm_head.forward(&h);
+        emit(sink, "logits", &[c.vocab.value], &logits);
+        Ok(logits)
+    }
+}
+
+fn round_to(v: &[f32], dtype: DType) -> Vec<f32> {
+    match dtype {
+        DType::F16 => v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+        DType::BF16 => v.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect(),
+        _ => v.to_vec(),
+    }
+}
+
+/// Causal (optionally sliding-window) attention with grouped KV heads.
+/// q `[T, H, hd]`, cache `[n, H_kv, hd]` → context `[T, H*hd]`. A key at position p
+/// is visible from query position q when `p <= q` and, with a window W, `q - p < W`.
+#[allow(clippy::too_many_arguments)]
+fn attention(q: &[f32], kc: &[f32], vc: &[f32], kpos: &[i64], qpos: &[[i64; 4]], nh: usize, nkv: usize, hd: usize, scale: f32, window: Option<usize>) -> Vec<f32> {
+    let group = nh / nkv;
+    let n = kpos.len();
+    let mut out = vec![0f32; q.len()];
+    out.par_chunks_mut(hd).enumerate().for_each(|(th, o)| {
+        let (t, h) = (th / nh, th % nh);
+        let kh = h / group;
+        let qv = &q[th * hd..(th + 1) * hd];
+        let p = qpos[t][0];
+        let visible = |j: usize| kpos[j] <= p && window.is_none_or(|w| p - kpos[j] < w as i64);
+        let mut s: Vec<f32> = (0..n)
+            .map(|j| {
+                if visible(j) {
+                    ops::dot(qv, &kc[(j * nkv + kh) * hd..(j * nkv + kh + 1) * hd]) * scale
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
+        ops::softmax(&mut s);
+        for (j, &pj) in s.iter().enumerate() {
+            if pj > 0.0 {
+                let vv = &vc[(j * nkv + kh) * hd..(j * nkv + kh + 1) * hd];
+                o.iter_mut().zip(vv).for_each(|(a, b)| *a += pj * b);
+            }
+        }
+    });
+    out
+}
+
+fn load_moe(w: &dyn WeightStore, c: &ModelConfig, m: &str, name: &str) -> Result<Moe> {
+    let mc = c.moe.as_ref().ok_or_else(|| Error::model(name, "MoE layer without MoE config"))?;
+    let (d, e, inter) = (c.hidden.value, mc.n_experts.value, mc.intermediate.value);
+    let router = linear(w, &format!("{m}.gate"), e, d, false, name)?;
+    let mut experts = Vec::with_capacity(e);
+    // Two checkpoint layouts: one tensor per expert, or transformers 5's fused 3-D stacks.
+    let fused = format!("{m}.experts.gate_up_proj");
+    if w.has(&fused) {
+        let gu = w.get(&fused)?;
+        gu.expect_shape(name, &[e, 2 * inter, d])?;
+        let dn = w.get(&format!("{m}.experts.down_proj"))?;
+        dn.expect_shape(name, &[e, d, inter])?;
+        for x in 0..e {
+            let g = gu.select(x)?;
+            experts.push(Mlp {
+                gate: Linear { w: g.rows(0, inter)?, bias: None },
+                up: Linear { w: g.rows(inter, inter)?, bias: None },
+                down: Linear { w: dn.select(x)?, bias: None },
+            });
+        }
+    } else {
+        for x in 0..e {
+            let p = format!("{m}.experts.{x}");
+            experts.push(Mlp {
+                gate: linear(w, &format!("{p}.gate_proj"), inter, d, false, name)?,
+                up: linear(w, &format!("{p}.up_proj"), inter, d, false, name)?,
+                down: linear(w, &format!("{p}.down_proj"), d, inter, false, name)?,
+            });
+        }
+    }
+    if mc.top_k.value == 0 || mc.top_k.value > e {
+        return Err(Error::model(name, format!("top-k {} must be within 1..={e} experts", mc.top_k.value)));
+    }
+    Ok(Moe { router, experts, top_k: mc.top_k.value, renormalize: mc.renormalize.value, softmax_before_topk: mc.softmax_before_topk.value })
+}
+
+/// Router → top-k → (renormalised) weights → weighted sum of SwiGLU experts.
+/// Contributions are added in ascending expert order, as transformers' loop does.
+fn moe_forward(m: &Moe, x: &[f32], d: usize, layer: usize, sink: &mut dyn Sink) -> Vec<f32> {
+    let t = x.len() / d;
+    let e = m.experts.len();
+    let logits = m.router.forward(x); // [T, E]
+    let mut ids = vec![0i32; t * m.top_k];
+    let mut wts = vec![0f32; t * m.top_k];
+    for r in 0..t {
+        let row = &logits[r * e..(r + 1) * e];
+        let mut p = row.to_vec();
+        if m.softmax_before_topk {
+            ops::softmax(&mut p);
+        }
+        let mut order: Vec<usize> = (0..e).collect();
+        // Descending by value; ties keep the lower expert id first.
+        order.sort_by(|&a, &b| p[b].partial_cmp(&p[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+        let mut top: Vec<f32> = order[..m.top_k].iter().map(|&i| p[i]).collect();
+        if !m.softmax_before_topk {
+            ops::softmax(&mut top);
+        } else if m.renormalize {
+            let s: f32 = top.iter().sum();
+            top.iter_mut().for_each(|w| *w /= s);
+        }
+        for k in 0..m.top_k {
+            ids[r * m.top_k + k] = order[k] as i32;
+            wts[r * m.top_k + k] = top[k];
+        }
+    }
+    let name = |s: &str| format!("L{layer}.{s}");
+    if sink.wants(&name("router_logits")) {
+        sink.record(&name("router_logits"), &[e], &logits);
+    }
+    if sink.wants(&name("expert_ids")) {
+        sink.record_ids(&name("expert_ids"), &[m.top_k], &ids);
+    }
+    if sink.wants(&name("expert_weights")) {
+        sink.record(&name("expert_weights"), &[m.top_k], &wts);
+    }
+    let mut out = vec![0f32; t * d];
+    for (ex, mlp) in m.experts.iter().enumerate() {
+        let rows: Vec<(usize, f32)> = (0..t)
+            .filter_map(|r| (0..m.top_k).find(|&k| ids[r * m.top_k + k] == ex as i32).map(|k| (r, wts[r * m.top_k + k])))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let xs: Vec<f32> = rows.iter().flat_map(|&(r, _)| x[r * d..(r + 1) * d].iter().copied()).collect();
+        let y = mlp.forward(&xs);
+        for (j, &(r, w)) in rows.iter().enumerate() {
+            out[r * d..(r + 1) * d].iter_mut().zip(&y[j * d..(j + 1) * d]).for_each(|(o, v)| *o += v * w);
+        }
+    }
+    out
+}
