@@ -6,5 +6,6 @@
 pub mod error;
 pub mod engine;
 pub mod formats;
+pub mod report;
 
 pub use error::{Error, Result};

@@ -10,4 +10,5 @@ pub mod npy;
 pub mod quants;
 pub mod sha256;
 pub mod tensor;
+pub mod tokenizer;
 pub mod trace;

@@ -1,0 +1,3 @@
+//! What people read: terminal tables, markdown and HTML reports.
+
+pub mod inspect;
