@@ -17,7 +17,7 @@ pub fn render(src: &ModelSource, show_tensors: bool) -> Result<String> {
         src.sha256().unwrap_or_else(|e| format!("unavailable: {e}"))
     );
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header(["setting", "value", "source"]);
+    t.load_style(UTF8_FULL_CONDENSED).set_header(["setting", "value", "source"]);
     for (k, v, s) in c.describe() {
         t.add_row([k, v, s]);
     }
@@ -36,7 +36,7 @@ pub fn render(src: &ModelSource, show_tensors: bool) -> Result<String> {
     out.push_str(&format!("\n{} tensors\n", names.len()));
     if show_tensors {
         let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED).set_header(["tensor", "dtype", "shape"]);
+        t.load_style(UTF8_FULL_CONDENSED).set_header(["tensor", "dtype", "shape"]);
         for n in &names {
             let (dt, shape) = match src.weights.get(n) {
                 Ok(x) => (x.dtype.to_string(), format!("{:?}", x.shape)),
