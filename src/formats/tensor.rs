@@ -131,6 +131,9 @@ pub struct Tensor {
     pub shape: Vec<usize>,
     backing: Backing,
     range: Range<usize>,
+    /// Logical row r is stored at row `row_map[r]` (undoing a converter's row
+    /// permutation without copying the stored blocks).
+    row_map: Option<Arc<Vec<u32>>>,
 }
 
 impl fmt::Debug for Tensor {
@@ -168,7 +171,7 @@ impl Tensor {
                 backing.len()
             )));
         }
-        Ok(Tensor { name, dtype, shape, backing, range })
+        Ok(Tensor { name, dtype, shape, backing, range, row_map: None })
     }
 
     /// An owned f32 tensor (tests, derived weights such as un-permuted Q/K rows).
@@ -195,9 +198,10 @@ impl Tensor {
         self.numel() / self.row_len().max(1)
     }
 
-    /// Bytes of row `r` (rows are whole blocks: checked at load by `expect_matrix`).
+    /// Bytes of logical row `r` (rows are whole blocks: checked at load by `expect_shape`).
     pub fn row_bytes(&self, r: usize) -> &[u8] {
         let rb = self.dtype.bytes_for(self.row_len()).unwrap_or(0);
+        let r = self.row_map.as_ref().map_or(r, |m| m[r] as usize);
         &self.bytes()[r * rb..(r + 1) * rb]
     }
 
@@ -216,8 +220,23 @@ impl Tensor {
         out
     }
 
+    /// The same tensor with logical row `r` read from stored row `map[r]`; `map` must
+    /// be a permutation of the rows.
+    pub fn with_row_map(mut self, map: Vec<u32>) -> Result<Tensor> {
+        let n = self.n_rows();
+        let mut seen = vec![false; n];
+        if map.len() != n || !map.iter().all(|&r| (r as usize) < n && !std::mem::replace(&mut seen[r as usize], true)) {
+            return Err(Error::mismatch(format!("tensor {}: row map is not a permutation of its {n} rows", self.name)));
+        }
+        self.row_map = Some(Arc::new(map));
+        Ok(self)
+    }
+
     /// The `i`-th slice along the first dimension (`[E, R, C]` -> `[R, C]`): one expert of a stack.
     pub fn select(&self, i: usize) -> Result<Tensor> {
+        if self.row_map.is_some() {
+            return Err(Error::mismatch(format!("tensor {}: cannot slice a row-mapped tensor", self.name)));
+        }
         let (&n, rest) = self.shape.split_first().ok_or_else(|| Error::mismatch(format!("tensor {} is a scalar", self.name)))?;
         if i >= n {
             return Err(Error::mismatch(format!("tensor {}: index {i} outside its first dimension of {n}", self.name)));
@@ -229,7 +248,7 @@ impl Tensor {
 
     /// Rows `first..first+n` of a matrix (`[R, C]` -> `[n, C]`).
     pub fn rows(&self, first: usize, n: usize) -> Result<Tensor> {
-        if self.shape.len() != 2 || first + n > self.shape[0] {
+        if self.shape.len() != 2 || first + n > self.shape[0] || self.row_map.is_some() {
             return Err(Error::mismatch(format!("tensor {} {:?}: rows {first}..{} out of range", self.name, self.shape, first + n)));
         }
         let rb = self.dtype.bytes_for(self.row_len()).unwrap_or(0);
