@@ -21,7 +21,7 @@ pub use model::{KvCache, Model};
 pub use settings::EngineSettings;
 
 /// How a contract or the CLI asks the engine to run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Compute dtype for activations that the engine rounds (None: f32).
     pub dtype: Option<DType>,
@@ -31,7 +31,21 @@ pub struct RunOptions {
     /// how a mutant engine is written.
     pub settings: BTreeMap<String, serde_yaml::Value>,
     /// Keep only the stages this accepts (None: all).
-    pub stages: Option<fn(&str) -> bool>,
+    pub stages: Option<StageFilter>,
+}
+
+/// A predicate over stage names (built from globs by the caller).
+pub type StageFilter = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("dtype", &self.dtype)
+            .field("layers", &self.layers)
+            .field("settings", &self.settings)
+            .field("stages", &self.stages.as_ref().map(|_| "<filter>"))
+            .finish()
+    }
 }
 
 /// Opens a model and applies the run's settings; returns the engine and where it came from.
@@ -54,7 +68,7 @@ pub fn load(model: &Path, opts: &RunOptions) -> Result<(Model, ModelSource)> {
 /// returns the trace in memory. No numeric setting is copied from `like`.
 pub fn trace_like(model: &Path, like: &Trace, opts: &RunOptions) -> Result<Trace> {
     let (m, src) = load(model, opts)?;
-    let mut rec = sink::Recorder::new(|n: &str| opts.stages.is_none_or(|f| f(n)));
+    let mut rec = sink::Recorder::new(|n: &str| opts.stages.as_ref().is_none_or(|f| f(n)));
     let lm = &like.manifest;
     let tokens: Vec<u32> = lm
         .tokens
