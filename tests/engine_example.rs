@@ -62,3 +62,36 @@ fn tracing_does_not_change_the_numbers() {
     let b: Vec<u32> = untraced.iter().map(|x| x.to_bits()).collect();
     assert_eq!(a, b, "logits with tracing on and off must be bit-identical");
 }
+
+fn cos_min(a: &[f32], b: &[f32], row: usize) -> f64 {
+    row_metrics(a, b, row).into_iter().map(|m| m.0).fold(1.0, f64::min)
+}
+
+#[test]
+fn isolated_recomputation_reproduces_every_stage_from_reference_inputs() {
+    use parity::engine::stages::Values;
+    let reference = Trace::open(&shared("qwen3-1layer-hf-f32")).unwrap();
+    let (m, _) = engine::load(&shared("qwen3-1layer"), &RunOptions::default()).unwrap();
+    for name in reference.stage_names() {
+        let r = reference.load(&name).unwrap();
+        let Values::F32(v) = m.recompute(&name, &reference).unwrap() else { panic!("{name}") };
+        let c = cos_min(&v, r.f32().unwrap(), r.row_len());
+        assert!(c >= 0.999999, "{name}: isolated cos {c}");
+    }
+}
+
+#[test]
+fn a_wrong_pairing_breaks_only_the_rope_stages_in_isolation() {
+    use parity::engine::stages::Values;
+    let reference = Trace::open(&shared("qwen3-1layer-hf-f32")).unwrap();
+    let mut opts = RunOptions::default();
+    opts.settings.insert("rope.pairing".into(), "adjacent".into());
+    let (m, _) = engine::load(&shared("qwen3-1layer"), &opts).unwrap();
+    for name in reference.stage_names() {
+        let r = reference.load(&name).unwrap();
+        let Values::F32(v) = m.recompute(&name, &reference).unwrap() else { panic!("{name}") };
+        let c = cos_min(&v, r.f32().unwrap(), r.row_len());
+        let rope = name.ends_with("_rope");
+        assert_eq!(c < 0.999, rope, "{name}: isolated cos {c}");
+    }
+}

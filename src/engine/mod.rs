@@ -7,6 +7,7 @@ pub mod ops;
 pub mod rope;
 pub mod settings;
 pub mod sink;
+pub mod stages;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -13,15 +13,15 @@ use crate::formats::config::ModelConfig;
 use crate::formats::model::WeightStore;
 use crate::formats::tensor::{DType, Tensor};
 
-struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+pub(crate) struct Mlp {
+    pub(crate) gate: Linear,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
 }
 
 impl Mlp {
     /// SwiGLU: `down(silu(gate(x)) * up(x))`, x `[T, d]`.
-    fn forward(&self, x: &[f32]) -> Vec<f32> {
+    pub(crate) fn forward(&self, x: &[f32]) -> Vec<f32> {
         let g = self.gate.forward(x);
         let u = self.up.forward(x);
         let h: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| ops::silu(g) * u).collect();
@@ -29,30 +29,30 @@ impl Mlp {
     }
 }
 
-struct Moe {
-    router: Linear,
-    experts: Vec<Mlp>,
-    top_k: usize,
-    renormalize: bool,
-    softmax_before_topk: bool,
+pub(crate) struct Moe {
+    pub(crate) router: Linear,
+    pub(crate) experts: Vec<Mlp>,
+    pub(crate) top_k: usize,
+    pub(crate) renormalize: bool,
+    pub(crate) softmax_before_topk: bool,
 }
 
-enum Ffn {
+pub(crate) enum Ffn {
     Dense(Mlp),
     Moe(Moe),
 }
 
-struct Layer {
-    attn_norm: Vec<f32>,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    q_norm: Option<Vec<f32>>,
-    k_norm: Option<Vec<f32>>,
-    ffn_norm: Vec<f32>,
-    ffn: Ffn,
-    window: Option<usize>,
+pub(crate) struct Layer {
+    pub(crate) attn_norm: Vec<f32>,
+    pub(crate) q: Linear,
+    pub(crate) k: Linear,
+    pub(crate) v: Linear,
+    pub(crate) o: Linear,
+    pub(crate) q_norm: Option<Vec<f32>>,
+    pub(crate) k_norm: Option<Vec<f32>>,
+    pub(crate) ffn_norm: Vec<f32>,
+    pub(crate) ffn: Ffn,
+    pub(crate) window: Option<usize>,
 }
 
 /// Per-layer cache of post-RoPE keys and values (`[n, H_kv, hd]`) and their positions.
@@ -75,13 +75,13 @@ impl KvCache {
 pub struct Model {
     pub cfg: ModelConfig,
     pub eng: EngineSettings,
-    embed: Tensor,
-    layers: Vec<Layer>,
-    final_norm: Vec<f32>,
-    lm_head: Linear,
-    rope: Rope,
+    pub(crate) embed: Tensor,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) final_norm: Vec<f32>,
+    pub(crate) lm_head: Linear,
+    pub(crate) rope: Rope,
     /// Run only the first K layers and stop before the final norm (partial depth).
-    partial: bool,
+    pub(crate) partial: bool,
 }
 
 fn vec_f32(w: &dyn WeightStore, name: &str, len: usize, model: &str) -> Result<Vec<f32>> {
@@ -241,7 +241,7 @@ impl Model {
     }
 }
 
-fn round_to(v: &[f32], dtype: DType) -> Vec<f32> {
+pub(crate) fn round_to(v: &[f32], dtype: DType) -> Vec<f32> {
     match dtype {
         DType::F16 => v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
         DType::BF16 => v.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect(),
@@ -253,7 +253,7 @@ fn round_to(v: &[f32], dtype: DType) -> Vec<f32> {
 /// q `[T, H, hd]`, cache `[n, H_kv, hd]` → context `[T, H*hd]`. A key at position p
 /// is visible from query position q when `p <= q` and, with a window W, `q - p < W`.
 #[allow(clippy::too_many_arguments)]
-fn attention(q: &[f32], kc: &[f32], vc: &[f32], kpos: &[i64], qpos: &[[i64; 4]], nh: usize, nkv: usize, hd: usize, scale: f32, window: Option<usize>) -> Vec<f32> {
+pub(crate) fn attention(q: &[f32], kc: &[f32], vc: &[f32], kpos: &[i64], qpos: &[[i64; 4]], nh: usize, nkv: usize, hd: usize, scale: f32, window: Option<usize>) -> Vec<f32> {
     let group = nh / nkv;
     let n = kpos.len();
     let mut out = vec![0f32; q.len()];
@@ -321,7 +321,7 @@ fn load_moe(w: &dyn WeightStore, c: &ModelConfig, m: &str, name: &str) -> Result
 
 /// Router → top-k → (renormalised) weights → weighted sum of SwiGLU experts.
 /// Contributions are added in ascending expert order, as transformers' loop does.
-fn moe_forward(m: &Moe, x: &[f32], d: usize, layer: usize, sink: &mut dyn Sink) -> Vec<f32> {
+pub(crate) fn moe_forward(m: &Moe, x: &[f32], d: usize, layer: usize, sink: &mut dyn Sink) -> Vec<f32> {
     let t = x.len() / d;
     let e = m.experts.len();
     let logits = m.router.forward(x); // [T, E]
