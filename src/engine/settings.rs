@@ -26,7 +26,7 @@ impl Default for EngineSettings {
 }
 
 pub const KNOWN: &[&str] = &[
-    "rope.pairing", "rope.theta", "rope.rotary_dim", "rope.partial_layout", "qk_norm", "norm.eps",
+    "rope.pairing", "rope.theta", "rope.scaling", "rope.rotary_dim", "rope.partial_layout", "qk_norm", "norm.eps",
     "norm.eps_placement", "norm.weight_offset", "moe.renormalize", "moe.softmax_before_topk",
     "attn_scale", "sliding_window", "kv_cache_dtype", "decode_position_offset",
 ];
@@ -57,6 +57,10 @@ pub fn apply(cfg: &mut ModelConfig, eng: &mut EngineSettings, settings: &BTreeMa
                 cfg.rope.pairing = ov(p, key, val);
             }
             "rope.theta" => cfg.rope.theta = ov(f()?, key, val),
+            "rope.scaling" => match s()?.as_str() {
+                "none" => cfg.rope.scaling = ov(RopeScaling::None, key, val),
+                _ => return Err(bad("none (other rules are set in the model's config)")),
+            },
             "rope.rotary_dim" => cfg.rope.rotary_dim = ov(u()?, key, val),
             "rope.partial_layout" => {
                 let l = match s()?.as_str() {
