@@ -207,11 +207,15 @@ impl Model {
             emit(sink, &name("q_rope"), &[nh, hd], &q);
             emit(sink, &name("k_rope"), &[nkv, hd], &k);
 
-            let store = |vals: &[f32]| -> Vec<f32> { round_to(vals, self.eng.kv_cache_dtype) };
-            cache.k[i].extend(store(&k));
-            cache.v[i].extend(store(&v));
+            // Earlier calls' keys/values come from the cache (stored in the cache dtype);
+            // this call's own are used as computed, as transformers does.
+            let kpos: Vec<i64> = cache.pos[i].iter().copied().chain(positions.iter().map(|p| p[0])).collect();
+            let kc: Vec<f32> = cache.k[i].iter().chain(&k).copied().collect();
+            let vc: Vec<f32> = cache.v[i].iter().chain(&v).copied().collect();
+            let ctx = attention(&q, &kc, &vc, &kpos, positions, nh, nkv, hd, c.attn_scale.value as f32, l.window);
+            cache.k[i].extend(round_to(&k, self.eng.kv_cache_dtype));
+            cache.v[i].extend(round_to(&v, self.eng.kv_cache_dtype));
             cache.pos[i].extend(positions.iter().map(|p| p[0]));
-            let ctx = attention(&q, &cache.k[i], &cache.v[i], &cache.pos[i], positions, nh, nkv, hd, c.attn_scale.value as f32, l.window);
             emit(sink, &name("attn"), &[nh * hd], &ctx);
             let o = l.o.forward(&ctx);
             emit(sink, &name("attn_out"), &[d], &o);

@@ -124,9 +124,16 @@ impl Model {
             "attn" => {
                 let (q, k, v) = (need(&ins[0])?, need(&ins[1])?, need(&ins[2])?);
                 let pos = self.positions_for(inp);
-                let (k, v) = (round_to(&k, self.eng.kv_cache_dtype), round_to(&v, self.eng.kv_cache_dtype));
                 let kpos: Vec<i64> = pos.iter().map(|p| p[0]).collect();
-                f(attention(&q, &k, &v, &kpos, &pos, nh, nkv, hd, c.attn_scale.value as f32, l.window))
+                let (qr, kr) = (nh * hd, nkv * hd);
+                // Replay the calls: each sees earlier rows through the cache dtype, its own fresh.
+                let mut out = Vec::with_capacity(q.len());
+                for b in inp.batches() {
+                    let kc: Vec<f32> = round_to(&k[..b[0] * kr], self.eng.kv_cache_dtype).into_iter().chain(k[b[0] * kr..b[1] * kr].iter().copied()).collect();
+                    let vc: Vec<f32> = round_to(&v[..b[0] * kr], self.eng.kv_cache_dtype).into_iter().chain(v[b[0] * kr..b[1] * kr].iter().copied()).collect();
+                    out.extend(attention(&q[b[0] * qr..b[1] * qr], &kc, &vc, &kpos[..b[1]], &pos[b[0]..b[1]], nh, nkv, hd, c.attn_scale.value as f32, l.window));
+                }
+                f(out)
             }
             "attn_out" => f(l.o.forward(&need(&ins[0])?)),
             "attn_resid" | "out" => {
