@@ -60,14 +60,23 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 files = harness::shard(files, s)?;
             }
             let results = harness::run_all(&files);
-            print!("{}", render::check(&results, format)?);
+            out(&render::check(&results, format)?)?;
             Ok(harness::exit_code(&results) as u8)
         }
         Command::Diff { a, b, stages, format } => {
             let report = harness::diff::diff(&a, &b, stages.as_deref())
                 .with_context(|| format!("comparing {} with {}", a.display(), b.display()))?;
-            print!("{}", render::diff(&report, format)?);
+            out(&render::diff(&report, format)?)?;
             Ok(if report.comparison.findings.iter().any(|f| f.fails) { 1 } else { 0 })
         }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`parity check | head`) is not an error.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
 }

@@ -82,7 +82,9 @@ pub fn compare(subject: &Trace, reference: &Trace, low: Option<&Trace>, gates: &
 
     let batches = &rm.batches;
     let batch_of = |row: usize| batches.iter().position(|b| row < b[1]).unwrap_or(batches.len().saturating_sub(1));
-    let mut candidates: Vec<((usize, u8, (usize, usize, String)), Divergence)> = Vec::new();
+    // Execution order: batch, then the token inputs before any stage, then stage order.
+    type Key = (usize, u8, (usize, usize, String));
+    let mut candidates: Vec<(Key, Divergence)> = Vec::new();
     let mk = |stage: &str, row: usize, cause: String| {
         let b = batch_of(row);
         Divergence { stage: stage.into(), row, batch: b, batch_rows: batches.get(b).copied().unwrap_or([0, 0]), cause }
@@ -125,6 +127,9 @@ fn stage_cause(s: &StageResult, findings: &[Finding]) -> String {
     causes.dedup();
     causes.join(", ")
 }
+
+/// `(subject row, reference row, reference_low row)` at a sequence position.
+type RowGet<'g, 'r> = &'g dyn Fn(usize) -> (&'r [f32], &'r [f32], Option<&'r [f32]>);
 
 struct StageCtx<'a> {
     name: &'a str,
@@ -328,7 +333,7 @@ impl StageCtx<'_> {
         Ok(Ok(self.result(kept, vec![k], metrics, None)))
     }
 
-    fn metric<'r>(&self, mg: &MetricGate, rows: &[usize], row_shape: &[usize], get: &dyn Fn(usize) -> (&'r [f32], &'r [f32], Option<&'r [f32]>)) -> MetricResult {
+    fn metric<'r>(&self, mg: &MetricGate, rows: &[usize], row_shape: &[usize], get: RowGet<'_, 'r>) -> MetricResult {
         let m = mg.metric;
         let threshold = mg.effective(self.gate.depth_scale, self.layer);
         let per_row: Vec<f64> = rows.iter().map(|&t| {

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
-    /// `a·b / (‖a‖ ‖b‖)` per row; 1 when both rows are zero, 0 when only one is.
+    /// `a·b / (‖a‖ ‖b‖)` per row; exactly 1 for equal rows (zero rows included),
+    /// 0 when only one row is zero.
     /// Reduction: worst (lowest for `min`) row. Accumulation: f64.
     Cosine,
     /// `‖a-b‖² / ‖b‖²` per row (b the reference); 0/0 = 0, x/0 = +inf.
@@ -163,6 +164,10 @@ fn ratio(num: f64, den: f64) -> f64 {
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    // Equal rows are exactly 1: the f64 quotient alone can land on 1 - 2e-16.
+    if a.iter().zip(b).all(|(x, y)| x == y) {
+        return 1.0;
+    }
     let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
     for (x, y) in pairs(a, b) {
         ab += x * y;

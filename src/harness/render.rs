@@ -40,8 +40,10 @@ fn usage(u: f64) -> String {
         "∞".into()
     } else if u < 10.0 {
         format!("{:.0}%", u * 100.0)
+    } else if u < 1e5 {
+        format!("{u:.0}×")
     } else {
-        format!("{}×", num(u))
+        format!("{u:.1e}×")
     }
 }
 
