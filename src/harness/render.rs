@@ -38,6 +38,8 @@ impl std::str::FromStr for Format {
 fn usage(u: f64) -> String {
     if !u.is_finite() {
         "∞".into()
+    } else if u > 0.0 && u < 0.01 {
+        format!("{:.1e}%", u * 100.0)
     } else if u < 10.0 {
         format!("{:.0}%", u * 100.0)
     } else if u < 1e5 {
