@@ -27,6 +27,9 @@ pub enum Error {
     /// A contract file that does not follow the schema.
     #[error("{path}: {msg}")]
     Contract { path: PathBuf, msg: String },
+    /// A contract error at a known place in the file (1-based line and column).
+    #[error("{path}:{line}:{column}: {msg}")]
+    ContractAt { path: PathBuf, line: usize, column: usize, msg: String },
     #[error("{0}")]
     Usage(String),
 }

@@ -6,6 +6,7 @@
 pub mod error;
 pub mod engine;
 pub mod formats;
+pub mod harness;
 pub mod report;
 
 pub use error::{Error, Result};
