@@ -5,8 +5,10 @@
 //! traces under gates and returns a [`result::Comparison`]; `run` checks contract
 //! files (resolving engine subjects) into [`result::ContractResult`]s.
 
+pub mod bisect;
 pub mod check;
 pub mod contract;
+pub mod diagnose;
 pub mod diff;
 pub mod glob;
 pub mod metrics;
