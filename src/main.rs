@@ -28,6 +28,73 @@ enum Command {
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
     },
+    /// First divergent stage of a contract's subject, the isolated view, and the likely cause
+    Bisect {
+        /// The contract to bisect (omit with --pair)
+        contract: Option<PathBuf>,
+        /// Two subject traces and no reference: where they part, and which is right
+        #[arg(long, num_args = 2, value_names = ["A", "B"])]
+        pair: Option<Vec<PathBuf>>,
+        /// Weights for isolated recomputation with --pair (default: from A's manifest)
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Write a minimal repro (the stage's inputs and outputs, and a command) here
+        #[arg(long, default_value = "reports/bisect")]
+        repro: PathBuf,
+        /// table (text), json or markdown
+        #[arg(long, default_value = "table")]
+        format: Format,
+    },
+    /// Trace the engine on a reference's tokens, positions and batch split
+    Trace {
+        /// HF model folder or GGUF file
+        #[arg(long)]
+        model: PathBuf,
+        /// The reference trace whose inputs are replayed
+        #[arg(long)]
+        like: PathBuf,
+        /// Output trace directory
+        #[arg(long)]
+        out: PathBuf,
+        /// Run only the first K layers
+        #[arg(long)]
+        layers: Option<usize>,
+        /// Keep only stages matching this glob
+        #[arg(long)]
+        stages: Option<String>,
+        /// Override a named convention (repeatable), e.g. --set rope.pairing=adjacent
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Print a model's configuration with the source of every value, and its tensors
+    Inspect {
+        model: PathBuf,
+        /// Also list every tensor
+        #[arg(long)]
+        tensors: bool,
+    },
+    /// Generate text with the engine
+    Run {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        /// Tokens to generate
+        #[arg(short = 'n', long, default_value_t = 32)]
+        n: usize,
+        /// Wrap the prompt in the model's chat template
+        #[arg(long)]
+        chat: bool,
+        /// 0 = greedy
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Compare two traces without a contract; B is the reference
     Diff {
         a: PathBuf,
@@ -62,6 +129,51 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let results = harness::run_all(&files);
             out(&render::check(&results, format)?)?;
             Ok(harness::exit_code(&results) as u8)
+        }
+        Command::Bisect { contract, pair, model, repro, format } => {
+            if let Some(p) = pair {
+                let r = harness::bisect::bisect_pair(&p[0], &p[1], model.as_deref())?;
+                print!("{}", render::bisect_pair(&r, format)?);
+                return Ok(if r.first.is_some() { 1 } else { 0 });
+            }
+            let path = contract.ok_or_else(|| anyhow::anyhow!("bisect needs a CONTRACT or --pair A B"))?;
+            let c = harness::Contract::load(&path)?;
+            let b = harness::bisect::bisect(&c, Some(&repro)).with_context(|| format!("bisecting {}", path.display()))?;
+            print!("{}", render::bisect(&b, format)?);
+            Ok(if b.first.is_some() { 1 } else { 0 })
+        }
+        Command::Trace { model, like, out, layers, stages, set } => {
+            let reference = parity::formats::trace::Trace::open(&like)?;
+            let mut opts = parity::engine::RunOptions { layers, ..Default::default() };
+            for kv in &set {
+                let (k, v) = kv.split_once('=').ok_or_else(|| anyhow::anyhow!("--set {kv}: expected KEY=VALUE"))?;
+                let v: serde_yaml::Value = serde_yaml::from_str(v).with_context(|| format!("--set {kv}"))?;
+                opts.settings.insert(k.to_string(), v);
+            }
+            if let Some(g) = stages {
+                let glob = harness::glob::Glob::new(&g).map_err(|e| anyhow::anyhow!("--stages {g}: {e}"))?;
+                opts.stages = Some(std::sync::Arc::new(move |n: &str| glob.matches(n)));
+            }
+            let t = parity::engine::trace_like(&model, &reference, &opts)?;
+            let dir = t.save(&out, false)?;
+            println!("wrote {} stages to {}", t.manifest.stages.len(), dir.display());
+            Ok(0)
+        }
+        Command::Inspect { model, tensors } => {
+            let src = parity::formats::model::ModelSource::open(&model)?;
+            print!("{}", parity::report::inspect::render(&src, tensors)?);
+            Ok(0)
+        }
+        Command::Run { model, prompt, n, chat, temperature, top_k, top_p, seed } => {
+            use std::io::Write;
+            let sampler = parity::engine::generate::Sampler { temperature, top_k, top_p, seed };
+            let mut stdout = std::io::stdout();
+            parity::engine::generate::run_prompt(&model, &prompt, n, chat, &sampler, |s| {
+                let _ = write!(stdout, "{s}");
+                let _ = stdout.flush();
+            })?;
+            println!();
+            Ok(0)
         }
         Command::Diff { a, b, stages, format } => {
             let report = harness::diff::diff(&a, &b, stages.as_deref())

@@ -105,3 +105,39 @@ mod tests {
         assert_eq!(nucleus.pick(&logits, &mut Rng(3)), 1, "a tiny top-p keeps only the best token");
     }
 }
+
+/// `parity run`: tokenises `prompt` (through the chat template with `chat`),
+/// generates, and hands decoded text pieces to `out` as they come.
+pub fn run_prompt(model_path: &std::path::Path, prompt: &str, n: usize, chat: bool, sampler: &Sampler, mut out: impl FnMut(&str)) -> Result<Vec<u32>> {
+    use crate::error::Error;
+    use crate::formats::tokenizer::{render_chat, Tokenizer};
+    let (model, src) = crate::engine::load(model_path, &crate::engine::RunOptions::default())?;
+    // A GGUF's own vocabulary is not read yet: use the tokenizer.json beside it.
+    let dir = if model_path.is_dir() { model_path.to_path_buf() } else { model_path.parent().unwrap_or(model_path).to_path_buf() };
+    let tok = Tokenizer::from_dir(&dir)?;
+    let text = if chat {
+        let t = src.config.chat_template.as_ref().ok_or_else(|| {
+            Error::format(model_path, "chat_template", "--chat needs a chat template (tokenizer_config.json or chat_template.jinja)")
+        })?;
+        render_chat(&t.value, prompt)?
+    } else {
+        prompt.to_string()
+    };
+    let ids = tok.encode(&text)?;
+    if ids.is_empty() {
+        return Err(Error::Usage("the prompt tokenises to nothing".into()));
+    }
+    let stop: Vec<u32> = ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>"].iter().filter_map(|t| tok.token_id(t)).collect();
+    let mut done: Vec<u32> = Vec::new();
+    let mut shown = 0usize;
+    generate(&model, &ids, n, sampler, &stop, |t| {
+        done.push(t);
+        // Decode the whole continuation each time so multi-byte pieces print whole.
+        if let Ok(s) = tok.decode(&done) {
+            if s.len() > shown && s.is_char_boundary(shown) {
+                out(&s[shown..]);
+                shown = s.len();
+            }
+        }
+    })
+}

@@ -63,7 +63,7 @@ fn cand(label: impl Into<String>, settings: BTreeMap<String, Value>) -> Candidat
 }
 
 /// Alternative conventions that could produce `stage`, relative to `cfg`.
-pub fn candidates(cfg: &ModelConfig, stage: &str) -> Vec<Candidate> {
+pub fn candidates(cfg: &ModelConfig, current_offset: i64, stage: &str) -> Vec<Candidate> {
     let kind = split_layer(stage).map_or(stage, |(_, s)| s);
     let hd = cfg.head_dim.value;
     let mut out = Vec::new();
@@ -93,9 +93,7 @@ pub fn candidates(cfg: &ModelConfig, stage: &str) -> Vec<Candidate> {
                     out.push(cand(format!("theta={t:e}"), set("rope.theta", t)));
                 }
             }
-            for off in [1i64, -1] {
-                out.push(cand(format!("decode positions off by {off:+}"), set("decode_position_offset", off)));
-            }
+            offsets(&mut out, current_offset);
             let rd = cfg.rope.rotary_dim.value;
             if rd < hd {
                 let (label, l) = match cfg.rope.partial_layout.value {
@@ -114,14 +112,10 @@ pub fn candidates(cfg: &ModelConfig, stage: &str) -> Vec<Candidate> {
             if cfg.rope.scaling.value != RopeScaling::None {
                 out.push(cand("no rope scaling", set("rope.scaling", "none")));
             }
-            if cfg.qk_norm.value {
-                out.push(cand("QK-norm skipped", set("qk_norm", false)));
-            }
+            out.push(if cfg.qk_norm.value { cand("QK-norm skipped", set("qk_norm", false)) } else { cand("QK-norm applied", set("qk_norm", true)) });
         }
         "q_norm" | "k_norm" => {
-            if cfg.qk_norm.value {
-                out.push(cand("QK-norm skipped", set("qk_norm", false)));
-            }
+            out.push(if cfg.qk_norm.value { cand("QK-norm skipped", set("qk_norm", false)) } else { cand("QK-norm applied", set("qk_norm", true)) });
             norm_alts(&mut out);
         }
         "attn_norm" | "ffn_norm" | "final_norm" => norm_alts(&mut out),
@@ -135,9 +129,7 @@ pub fn candidates(cfg: &ModelConfig, stage: &str) -> Vec<Candidate> {
             }
             out.push(cand("KV cache stored in f16", set("kv_cache_dtype", "f16")));
             out.push(cand("KV cache stored in f32", set("kv_cache_dtype", "f32")));
-            for off in [1i64, -1] {
-                out.push(cand(format!("decode positions off by {off:+}"), set("decode_position_offset", off)));
-            }
+            offsets(&mut out, current_offset);
             if cfg.sliding_window.value.iter().any(Option::is_some) {
                 out.push(cand("no sliding window", set("sliding_window", Value::Null)));
             }
@@ -153,6 +145,16 @@ pub fn candidates(cfg: &ModelConfig, stage: &str) -> Vec<Candidate> {
         _ => {}
     }
     out
+}
+
+/// Decode-position offsets other than the current one.
+fn offsets(out: &mut Vec<Candidate>, current: i64) {
+    for off in [0i64, 1, -1] {
+        if off != current {
+            let label = if off == 0 { "decode positions as recorded".to_string() } else { format!("decode positions off by {off:+}") };
+            out.push(cand(label, set("decode_position_offset", off)));
+        }
+    }
 }
 
 /// Worst-row cosine and NMSE of `a` against `b`, rows of `row` values.
@@ -217,7 +219,7 @@ pub fn diagnose(model_path: &Path, base: &BTreeMap<String, Value>, stage: &str, 
     };
     let base_model = load(&BTreeMap::new())?;
     let mut all = vec![Candidate { label: if rank == RankBy::Reference { "as the subject is configured" } else { "the reference's conventions (as configured)" }.into(), settings: BTreeMap::new() }];
-    all.extend(candidates(&base_model.cfg, stage));
+    all.extend(candidates(&base_model.cfg, base_model.eng.decode_position_offset, stage));
 
     let mut scored = Vec::new();
     for (i, c) in all.iter().enumerate() {

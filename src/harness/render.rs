@@ -202,3 +202,50 @@ pub fn diff(d: &DiffReport, format: Format) -> Result<String> {
         Format::Junit => Err(Error::Usage("--format junit is for `parity check`; use table, json or markdown".into())),
     }
 }
+
+fn cos_cell(c: Option<f64>, pass: Option<bool>) -> String {
+    match (c, pass) {
+        (Some(c), Some(p)) => format!("{c:.6}{}", if p { "" } else { "  ✗" }),
+        (None, Some(p)) => (if p { "ok" } else { "✗" }).to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// `parity bisect`: the verdict sentence, the diagnosis ranking and, per stage,
+/// the cumulative and isolated views side by side.
+pub fn bisect(b: &crate::harness::bisect::Bisect, format: Format) -> Result<String> {
+    if format == Format::Json {
+        return serde_json::to_string_pretty(b).map(|s| s + "\n").map_err(|e| crate::error::Error::mismatch(e.to_string()));
+    }
+    let mut out = format!("{}\n\nsubject:   {}\nreference: {}\n", b.summary, b.subject, b.reference.display());
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED).set_header(["stage", "cumulative cos", "isolated cos"]);
+    for s in &b.stages {
+        let mark = if b.first.as_ref().is_some_and(|d| d.stage == s.stage) { " ◀ first" } else if b.isolated_first.as_deref() == Some(&s.stage) { " ◀ isolated" } else { "" };
+        t.add_row([format!("{}{mark}", s.stage), cos_cell(s.cumulative_cos, s.cumulative_pass), cos_cell(s.isolated_cos, s.isolated_pass)]);
+    }
+    out.push_str(&format!("\n{t}\n"));
+    if let Some(d) = &b.diagnosis {
+        let mut t = comfy_table::Table::new();
+        t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED).set_header(["convention at ".to_string() + &d.stage, "vs reference (cos / nmse)".into(), "vs subject (cos / nmse)".into()]);
+        let sc = |s: Option<crate::harness::diagnose::Score>| s.map_or("-".to_string(), |s| format!("{:.6} / {:.2e}", s.cosine, s.nmse));
+        for c in &d.candidates {
+            t.add_row([format!("{}{}", c.label, if c.is_base { " (base)" } else { "" }), sc(c.vs_reference), sc(c.vs_subject)]);
+        }
+        out.push_str(&format!("\ndiagnosis, best first\n{t}\n"));
+    }
+    if let Some(r) = &b.repro {
+        out.push_str(&format!("\nrepro: {} (re-check: sh {}/command.sh)\n", r.display(), r.display()));
+    }
+    if format == Format::Markdown {
+        return Ok(format!("```\n{out}```\n"));
+    }
+    Ok(out)
+}
+
+pub fn bisect_pair(b: &crate::harness::bisect::PairBisect, format: Format) -> Result<String> {
+    if format == Format::Json {
+        return serde_json::to_string_pretty(b).map(|s| s + "\n").map_err(|e| crate::error::Error::mismatch(e.to_string()));
+    }
+    Ok(format!("{}\n", b.summary))
+}

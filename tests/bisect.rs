@@ -1,0 +1,82 @@
+//! Bisect names the right first stage for every mutant and ranks the true
+//! cause first; isolated mode separates the op's own error from inherited error.
+
+use std::path::{Path, PathBuf};
+
+use parity::harness::bisect::{bisect, bisect_pair, Shape};
+use parity::harness::Contract;
+
+fn contract(p: &str) -> Contract {
+    Contract::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts").join(p)).unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("parity-bisect-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// (mutant contract, first divergent stage, first batch, first stage whose own op
+/// is wrong, label of the true cause)
+const MUTANTS: &[(&str, &str, usize, &str, &str)] = &[
+    ("examples/mutants/norm-rope.yaml", "L0.q_rope", 0, "L0.q_rope", "NEOX pairing"),
+    ("examples/mutants/theta-1e4.yaml", "L0.q_rope", 0, "L0.q_rope", "theta=1e6"),
+    // The subject emits no q_norm, so the cumulative walk first sees q_rope; in
+    // isolation the q_norm op itself (an identity) is already wrong.
+    ("examples/mutants/qk-norm-skipped.yaml", "L0.q_rope", 0, "L0.q_norm", "QK-norm applied"),
+    ("examples/mutants/eps-outside.yaml", "L0.attn_norm", 0, "L0.attn_norm", "eps inside"),
+    ("examples/mutants/kv-cache-f16.yaml", "L0.attn", 1, "L0.attn", "KV cache stored in f32"),
+    ("examples/mutants/decode-position-off-by-one.yaml", "L0.q_rope", 1, "L0.q_rope", "decode positions as recorded"),
+];
+
+#[test]
+fn every_engine_mutant_is_located_and_its_cause_ranked_first() {
+    for &(file, stage, batch, isolated, cause) in MUTANTS {
+        let b = bisect(&contract(file), None).unwrap();
+        let first = b.first.as_ref().unwrap_or_else(|| panic!("{file}: no divergence found"));
+        assert_eq!(first.stage, stage, "{file}: {}", b.summary);
+        assert_eq!(first.batch, batch, "{file}: {}", b.summary);
+        assert_eq!(b.shape, Some(Shape::Step), "{file}: {}", b.summary);
+        assert_eq!(b.isolated_first.as_deref(), Some(isolated), "{file}: the op itself is wrong there: {}", b.summary);
+        let d = b.diagnosis.as_ref().unwrap();
+        assert!(d.candidates[0].label.contains(cause), "{file}: ranked first: {} ({})", d.candidates[0].label, b.summary);
+        assert!(d.cause.is_some(), "{file}: {}", b.summary);
+    }
+}
+
+#[test]
+fn the_correct_engine_has_no_divergence() {
+    let b = bisect(&contract("examples/qwen3-1layer-engine-f32.yaml"), None).unwrap();
+    assert!(b.first.is_none(), "{}", b.summary);
+    assert!(b.isolated_first.is_none(), "{}", b.summary);
+    assert!(b.stages.iter().all(|s| s.isolated_pass == Some(true)));
+}
+
+#[test]
+fn a_foreign_trace_is_diagnosed_from_its_own_inputs() {
+    // A committed trace made with NORM pairing: no engine re-run; the correct ops
+    // are applied to the subject's own inputs, and the convention that
+    // reproduces the subject's output is named.
+    let b = bisect(&contract("examples/qwen3-1layer-norm-rope.yaml"), Some(&tmp("foreign"))).unwrap();
+    assert_eq!(b.first.as_ref().unwrap().stage, "L0.q_rope");
+    assert_eq!(b.isolated_first.as_deref(), Some("L0.q_rope"));
+    let d = b.diagnosis.as_ref().unwrap();
+    assert!(d.cause.as_deref().unwrap_or("").contains("the subject used NORM pairing"), "{}", b.summary);
+    // The repro carries the stage and its inputs for both sides, and the command.
+    let r = b.repro.as_ref().unwrap();
+    for f in ["subj/L0.q_rope.npy", "subj/L0.q_norm.npy", "ref/L0.q_rope.npy", "ref/L0.q_norm.npy", "command.sh"] {
+        assert!(r.join(f).exists(), "repro lacks {f}");
+    }
+}
+
+#[test]
+fn pair_mode_says_where_two_paths_part_and_which_is_right() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let good = root.join("../shared/examples/qwen3-1layer-hf-f32");
+    let bad = root.join("tests/data/qwen3-1layer-norm-rope");
+    let model = root.join("../shared/examples/qwen3-1layer");
+    let p = bisect_pair(&bad, &good, Some(&model)).unwrap();
+    assert_eq!(p.first.as_ref().unwrap().stage, "L0.q_rope", "{}", p.summary);
+    assert_eq!(p.consistent.as_deref(), Some(good.display().to_string().as_str()), "{}", p.summary);
+    assert!(p.summary.contains("NORM pairing"), "{}", p.summary);
+}
