@@ -136,8 +136,8 @@ fn resolve(path: &Path, j: &Value) -> Result<ModelConfig> {
     let bias_key = r.bool("attention_bias")?;
     let (qkv_bias, o_bias) = match a.bias {
         BiasRule::QkvAlways => (
-            Sourced::default(true, format!("{model_type} always has q/k/v biases")),
-            Sourced::default(false, format!("{model_type} has no o_proj bias")),
+            Sourced::derived(true, format!("{model_type} architecture: q/k/v always biased")),
+            Sourced::derived(false, format!("{model_type} architecture: no o_proj bias")),
         ),
         BiasRule::AttentionBiasKey => {
             let b = bias_key.unwrap_or_else(|| Sourced::default(false, cls.clone()));
@@ -163,18 +163,18 @@ fn resolve(path: &Path, j: &Value) -> Result<ModelConfig> {
         vocab,
         norm: NormConfig {
             eps,
-            eps_placement: Sourced::default(EpsPlacement::Inside, "RMSNorm: rsqrt(mean(x^2) + eps)"),
-            weight_offset: Sourced::default(0.0, "RMSNorm weight used as stored"),
+            eps_placement: Sourced::derived(EpsPlacement::Inside, "transformers RMSNorm: rsqrt(mean(x^2) + eps)"),
+            weight_offset: Sourced::derived(0.0, "transformers RMSNorm: weight used as stored"),
         },
         rope: RopeConfig {
             theta,
-            pairing: Sourced::default(Pairing::HalfSplit, "transformers rotate_half"),
+            pairing: Sourced::derived(Pairing::HalfSplit, "transformers rotate_half"),
             rotary_dim,
-            partial_layout: Sourced::default(PartialLayout::LeadingBlock, "rotate_half on the leading rotary_dim dims"),
+            partial_layout: Sourced::derived(PartialLayout::LeadingBlock, "rotate_half on the leading rotary_dim dims"),
             scaling,
             mrope: None,
         },
-        qk_norm: Sourced::default(a.qk_norm, format!("{model_type} architecture")),
+        qk_norm: Sourced::derived(a.qk_norm, format!("{model_type} architecture")),
         qkv_bias,
         o_bias,
         tied_embeddings: tied,
@@ -200,7 +200,7 @@ fn read_scaling(r: &Reader, rp: &str) -> Result<Sourced<RopeScaling>> {
     let max_pos = r.f64("max_position_embeddings")?.map(|s| s.value);
     let src = format!("config.json: {}", key("rope_type"));
     let s = match kind {
-        "default" => return Ok(Sourced::default(RopeScaling::None, "no rope scaling in config.json")),
+        "default" => return Ok(Sourced::derived(RopeScaling::None, "no rope scaling in config.json")),
         "linear" => RopeScaling::Linear { factor: need("factor")? },
         "dynamic" => RopeScaling::Dynamic {
             factor: need("factor")?,
@@ -263,7 +263,7 @@ fn read_moe(r: &Reader, a: &arch::Arch, cls: &str) -> Result<MoeConfig> {
         n_experts: r.need_usize("num_experts")?,
         top_k: r.need_usize("num_experts_per_tok")?,
         renormalize: r.bool("norm_topk_prob")?.unwrap_or_else(|| Sourced::default(a.hf_default_renorm, cls)),
-        softmax_before_topk: Sourced::default(true, format!("{}: softmax over all experts, then top-k", a.model_type)),
+        softmax_before_topk: Sourced::derived(true, format!("{}: softmax over all experts, then top-k", a.model_type)),
         intermediate: r.need_usize("moe_intermediate_size")?,
         sparse_step: r.usize("decoder_sparse_step")?.unwrap_or_else(|| Sourced::default(1, cls)),
         dense_layers,
