@@ -3,6 +3,7 @@
 
 pub mod arch;
 pub mod config;
+pub mod gguf;
 pub mod gguf_model;
 pub mod hf;
 pub mod model;
