@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Record what transformers computes on a fixture, stage by stage, as a
+parity-trace/1 directory (SPEC §1-2).
+
+Every canonical stage is captured with forward hooks on the model's own
+modules, plus a wrapper around the modeling module's apply_rotary_pos_emb for
+q_rope/k_rope. The prompt is run as one prefill call, then each greedy decode
+step is its own forward call through the KV cache; rows are concatenated and
+`batches` says which call made which rows. transformers' own generate() must
+pick the same next tokens (recorded as producer.generate_agrees).
+
+    python scripts/dump_hf.py --model fixtures/qwen3-tiny --prompt long --dtype f32 --out reference/qwen3-tiny/hf-f32-long
+    python scripts/dump_hf.py --model fixtures/llama-wide --prompt long --layers 1 --out reference/llama-wide/hf-f32-long-L1
+"""
+import argparse
+import hashlib
+import importlib
+import json
+import os
+import pathlib
+import shlex
+import sys
+
+import numpy as np
+import torch
+import transformers
+import yaml
+from safetensors import safe_open
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from make_fixtures import CHAT_PROMPT, LONG_PROMPT  # noqa: E402
+
+DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+
+
+def sha256_file(p):
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_sha(model_dir: pathlib.Path):
+    idx = model_dir / "model.safetensors.index.json"
+    if not idx.exists():
+        return sha256_file(model_dir / "model.safetensors")
+    shards = sorted(set(json.loads(idx.read_text())["weight_map"].values()))
+    lines = "".join(f"{s} {sha256_file(model_dir / s)}\n" for s in shards)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def load_partial(model_dir: pathlib.Path, k: int, dtype):
+    """Build the model with its first k layers only, reading only their tensors
+    (and the embedding/head) from the (sharded) safetensors."""
+    cfg = transformers.AutoConfig.from_pretrained(model_dir)
+    cfg.num_hidden_layers = k
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = cfg.layer_types[:k]
+    cfg._attn_implementation = "eager"
+    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    want = set(model.state_dict().keys())
+    idx = model_dir / "model.safetensors.index.json"
+    files = sorted(set(json.loads(idx.read_text())["weight_map"].values())) if idx.exists() else ["model.safetensors"]
+    wmap = json.loads(idx.read_text())["weight_map"] if idx.exists() else None
+    needed_files = sorted({wmap[n] for n in want if n in wmap}) if wmap else files
+    state = {}
+    for f in needed_files:
+        with safe_open(model_dir / f, framework="pt") as sf:
+            for n in sf.keys():
+                if n in want:
+                    state[n] = sf.get_tensor(n).to(dtype)
+    missing = want - set(state)
+    if cfg.tie_word_embeddings:
+        missing.discard("lm_head.weight")
+    if missing:
+        raise SystemExit(f"partial load: missing {sorted(missing)[:5]}")
+    model.load_state_dict(state, strict=False)
+    if cfg.tie_word_embeddings:
+        model.tie_weights()
+    return model.eval(), needed_files
+
+
+class Recorder:
+    """Collects per-call stage tensors as numpy arrays with rows first."""
+
+    def __init__(self):
+        self.calls = []  # one dict per forward call
+        self.cur = None
+        self.layer = None
+
+    def put(self, name, t):
+        a = t.detach()
+        self.cur[name] = a.float().numpy() if a.dtype != torch.int64 else a.numpy()
+
+
+def install_hooks(model, rec: Recorder, n_heads, n_kv, head_dim):
+    base = model.model
+    mod = importlib.import_module(type(model).__module__)
+    hooks = []
+
+    def h(name, fn=lambda x: x, use_input=False):
+        def hook(_m, inputs, output):
+            t = inputs[0] if use_input else (output[0] if isinstance(output, tuple) else output)
+            rec.put(name(), fn(t))
+        return hook
+
+    T = lambda x: x.reshape(-1, *x.shape[2:]) if x.dim() > 2 else x  # [B=1, T, ...] -> [T, ...]
+    hooks.append(base.embed_tokens.register_forward_hook(h(lambda: "embed", T)))
+    for i, layer in enumerate(base.layers):
+        L = lambda s, i=i: f"L{i}.{s}"
+        hooks.append(layer.register_forward_pre_hook(lambda _m, _a, i=i: setattr(rec, "layer", i)))
+        a = layer.self_attn
+        hooks.append(layer.input_layernorm.register_forward_hook(h(lambda L=L: L("attn_norm"), T)))
+        hooks.append(a.q_proj.register_forward_hook(h(lambda L=L: L("q"), lambda x: T(x).reshape(-1, n_heads, head_dim))))
+        hooks.append(a.k_proj.register_forward_hook(h(lambda L=L: L("k"), lambda x: T(x).reshape(-1, n_kv, head_dim))))
+        hooks.append(a.v_proj.register_forward_hook(h(lambda L=L: L("v"), lambda x: T(x).reshape(-1, n_kv, head_dim))))
+        if hasattr(a, "q_norm"):
+            hooks.append(a.q_norm.register_forward_hook(h(lambda L=L: L("q_norm"), lambda x: T(x).reshape(-1, n_heads, head_dim))))
+            hooks.append(a.k_norm.register_forward_hook(h(lambda L=L: L("k_norm"), lambda x: T(x).reshape(-1, n_kv, head_dim))))
+        hooks.append(a.o_proj.register_forward_hook(h(lambda L=L: L("attn"), T, use_input=True)))
+        hooks.append(a.o_proj.register_forward_hook(h(lambda L=L: L("attn_out"), T)))
+        hooks.append(layer.post_attention_layernorm.register_forward_hook(h(lambda L=L: L("attn_resid"), T, use_input=True)))
+        hooks.append(layer.post_attention_layernorm.register_forward_hook(h(lambda L=L: L("ffn_norm"), T)))
+        if hasattr(layer.mlp, "gate") and hasattr(layer.mlp, "experts"):
+            def router_hook(_m, _inp, out, L=L):
+                logits, scores, idx = out
+                rec.put(L("router_logits"), logits)
+                rec.put(L("expert_weights"), scores.float())
+                rec.put(L("expert_ids"), idx.to(torch.int64))
+            hooks.append(layer.mlp.gate.register_forward_hook(router_hook))
+        hooks.append(layer.mlp.register_forward_hook(h(lambda L=L: L("ffn_out"), T)))
+        hooks.append(layer.register_forward_hook(h(lambda L=L: L("out"), T)))
+    if hasattr(base, "norm") and len(base.layers) == model.config.num_hidden_layers:
+        hooks.append(base.norm.register_forward_hook(h(lambda: "final_norm", T)))
+
+    # q_rope / k_rope: wrap the modeling module's apply_rotary_pos_emb ([B, H, T, hd] in and out).
+    orig = mod.apply_rotary_pos_emb
+
+    def wrapped(q, k, cos, sin, *args, **kw):
+        qe, ke = orig(q, k, cos, sin, *args, **kw)
+        rec.put(f"L{rec.layer}.q_rope", qe[0].transpose(0, 1))
+        rec.put(f"L{rec.layer}.k_rope", ke[0].transpose(0, 1))
+        return qe, ke
+
+    mod.apply_rotary_pos_emb = wrapped
+    return hooks
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--prompt", choices=["long", "chat"], required=True)
+    ap.add_argument("--dtype", choices=list(DTYPES), default="f32")
+    ap.add_argument("--decode", type=int, default=3, help="greedy decode steps after the prefill")
+    ap.add_argument("--layers", type=int, help="partial depth: only the first K layers")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    model_dir = pathlib.Path(args.model).resolve()
+    out = pathlib.Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = DTYPES[args.dtype]
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    if args.prompt == "long":
+        ids = tok(LONG_PROMPT, add_special_tokens=False)["input_ids"]
+    else:
+        text = tok.apply_chat_template([{"role": "user", "content": CHAT_PROMPT}], tokenize=False, add_generation_prompt=True)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+
+    if args.layers:
+        model, _ = load_partial(model_dir, args.layers, dtype)
+    else:
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager").eval()
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    rec = Recorder()
+    install_hooks(model, rec, cfg.num_attention_heads, cfg.num_key_value_heads, head_dim)
+    partial = bool(args.layers)
+
+    tokens = list(ids)
+    batches = []
+    cache = transformers.DynamicCache(config=cfg)
+    with torch.no_grad():
+        feed = ids
+        for step in range(args.decode + 1):
+            start = len(tokens) - len(feed)
+            rec.cur = {}
+            if partial:
+                o = model.model(input_ids=torch.tensor([feed]), past_key_values=cache, use_cache=True)
+            else:
+                o = model(input_ids=torch.tensor([feed]), past_key_values=cache, use_cache=True)
+                rec.put("logits", o.logits[0])
+            rec.calls.append(rec.cur)
+            batches.append([start, len(tokens)])
+            if step == args.decode:
+                break
+            if partial:
+                break  # no logits to choose a token from
+            nxt = int(o.logits[0, -1].float().argmax())
+            tokens.append(nxt)
+            feed = [nxt]
+        gen_agrees = None
+        rec.cur = {}  # the hooks stay installed: let generate() write into a throwaway dict
+        if not partial:
+            g = model.generate(torch.tensor([ids]), max_new_tokens=args.decode, do_sample=False, pad_token_id=tok.pad_token_id)
+            gen_agrees = g[0, len(ids):].tolist() == tokens[len(ids):]
+            if not gen_agrees:
+                print("warning: generate() chose", g[0, len(ids):].tolist(), "the decode rows used", tokens[len(ids):], file=sys.stderr)
+
+    # Concatenate calls along T and write the stages.
+    names = list(rec.calls[0].keys())
+    stages = {}
+    for name in names:
+        arr = np.concatenate([c[name] for c in rec.calls], axis=0)
+        if arr.dtype == np.int64:
+            arr = arr.astype(np.int32)
+            dt = "i32"
+        elif args.dtype == "bf16":
+            # numpy has no bfloat16: store the bit patterns as <u2 (values are exact bf16)
+            arr = torch.from_numpy(arr).to(torch.bfloat16).view(torch.uint16).numpy().astype("<u2")
+            dt = "bf16"
+        elif args.dtype == "f16":
+            arr = arr.astype("<f2")
+            dt = "f16"
+        else:
+            arr = arr.astype("<f4")
+            dt = "f32"
+        np.save(out / f"{name}.npy", np.ascontiguousarray(arr))
+        stages[name] = {"file": f"{name}.npy", "shape": list(arr.shape), "dtype": dt}
+    manifest = {
+        "format": "parity-trace/1",
+        "producer": {"kind": "hf", "name": "transformers", "version": transformers.__version__,
+                     "torch": str(torch.__version__),
+                     "command": "scripts/dump_hf.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                     **({"generate_agrees": gen_agrees} if gen_agrees is not None else {})},
+        "model": {"path": os.path.relpath(model_dir, out), "sha256": model_sha(model_dir), "arch": cfg.model_type, "dtype": args.dtype},
+        "settings": {"attn_implementation": "eager", "kv_cache_dtype": args.dtype, "threads": 2},
+        "tokens": tokens,
+        "positions": None,
+        "batches": batches,
+        "layers": args.layers,
+        "qk_layout": "halfsplit",
+        "qk_unpermuted": False,
+        "stages": stages,
+    }
+    (out / "trace.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False, width=120))
+    print(f"{out}: {len(tokens)} rows, {len(stages)} stages, batches {batches}, generate agrees: {gen_agrees}")
+
+
+if __name__ == "__main__":
+    main()
