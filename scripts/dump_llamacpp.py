@@ -61,12 +61,15 @@ def read_nodes(path):
     return nodes
 
 
-THREE_D = {"q", "k", "v", "q_norm", "k_norm", "q_rope", "k_rope", "expert_weights"}
+THREE_D = {"q", "k", "v", "q_norm", "k_norm", "q_rope", "k_rope"}
 
 
 def rows_first(a, rows, stage):
     """A 4-D node (ne reversed) as [T, ...]: ggml puts T in ne[2] for per-head
     tensors ([hd, H, T]) and in ne[1] for the rest ([d, T])."""
+    if stage.split(".")[-1] in ("expert_ids", "expert_weights", "router_logits"):
+        # [k, T] or [1, k, T] in ggml: T is the outermost non-unit axis either way.
+        return a.reshape(rows, -1)
     nd = 3 if stage.split(".")[-1] in THREE_D else 2
     if any(x != 1 for x in a.shape[: 4 - nd]):
         raise SystemExit(f"{stage}: node of shape {a.shape} has more than {nd} dimensions")

@@ -142,6 +142,14 @@ fn apply_scaling(inv: &mut [f32], s: &RopeScaling, theta: f64, dim: usize) -> Re
     use std::f64::consts::PI;
     match *s {
         RopeScaling::None => Ok(1.0),
+        RopeScaling::FreqFactors { ref factors } => {
+            if factors.len() < inv.len() {
+                return Err(Error::mismatch(format!("{} rope frequency factors for {} rotated pairs", factors.len(), inv.len())));
+            }
+            // ggml: theta_extrap = theta / freq_factor, in f32.
+            inv.iter_mut().zip(factors).for_each(|(f, d)| *f /= d);
+            Ok(1.0)
+        }
         RopeScaling::Linear { factor } => {
             inv.iter_mut().for_each(|f| *f /= factor as f32);
             Ok(1.0)

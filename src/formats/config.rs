@@ -85,6 +85,9 @@ pub enum RopeScaling {
     Dynamic { factor: f64, max_position: f64 },
     Yarn { factor: f64, original_max_position: f64, beta_fast: f64, beta_slow: f64, attention_factor: Option<f64>, truncate: bool },
     Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position: f64 },
+    /// Per-pair divisors of the frequency, as ggml applies a `rope_freqs` tensor
+    /// (how llama.cpp's converter stores llama3 scaling).
+    FreqFactors { factors: Vec<f32> },
 }
 
 #[derive(Clone, Debug, Serialize)]

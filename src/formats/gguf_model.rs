@@ -205,9 +205,19 @@ pub fn open(path: &Path) -> Result<ModelSource> {
         }
         Some(other) => return Err(Error::format(path, m.key("rope.scaling.type"), format!("rope scaling {other:?} is not supported yet"))),
     };
-    if has("rope_freqs.weight") {
-        return Err(Error::format(path, "rope_freqs.weight", "per-pair RoPE frequency factors (llama3 scaling in GGUF) are not supported yet"));
-    }
+    let scaling = if has("rope_freqs.weight") {
+        if scaling.value != RopeScaling::None {
+            return Err(Error::format(path, "rope_freqs.weight", "frequency factors together with a rope.scaling.type are not supported"));
+        }
+        let t = f.tensor("rope_freqs.weight")?;
+        if t.numel() * 2 < rotary_dim.value {
+            return Err(Error::format(path, "rope_freqs.weight", format!("{} factors for {} rotated dims", t.numel(), rotary_dim.value)));
+        }
+        notes.push("rope_freqs.weight holds per-pair frequency divisors (llama.cpp's form of llama3 scaling); the original rope_scaling parameters are not in the GGUF".into());
+        Sourced::file(RopeScaling::FreqFactors { factors: t.to_f32() }, "gguf: rope_freqs.weight")
+    } else {
+        scaling
+    };
     let unpermute = a.gguf_permutes_qk.then_some((n_heads.value, n_kv_heads.value, head_dim.value));
     let pairing = if a.gguf_permutes_qk {
         Sourced::derived(Pairing::HalfSplit, "llama.cpp's converter permuted Q/K rows for NORM RoPE; parity reads them back in half-split order, so NEOX pairing applies")

@@ -260,7 +260,11 @@ fn read_moe(r: &Reader, a: &arch::Arch, cls: &str) -> Result<MoeConfig> {
         None => Sourced::default(Vec::new(), cls),
     };
     Ok(MoeConfig {
-        n_experts: r.need_usize("num_experts")?,
+        // transformers 5 writes num_local_experts; 4.x checkpoints say num_experts.
+        n_experts: match r.usize("num_local_experts")? {
+            Some(v) => v,
+            None => r.need_usize("num_experts")?,
+        },
         top_k: r.need_usize("num_experts_per_tok")?,
         renormalize: r.bool("norm_topk_prob")?.unwrap_or_else(|| Sourced::default(a.hf_default_renorm, cls)),
         softmax_before_topk: Sourced::derived(true, format!("{}: softmax over all experts, then top-k", a.model_type)),

@@ -280,16 +280,35 @@ impl StageCtx<'_> {
             }
         }
         let (t, a, b) = bad.first()?;
+        let tie = self.router_tie(*t, a, b).unwrap_or_default();
         findings.push(self.finding(
             FindingKind::ExpertIds,
             Some(*t),
             format!(
-                "selected experts differ in {} of {} rows; first at row {t}: subject {a:?}, reference {b:?}",
+                "selected experts differ in {} of {} rows; first at row {t}: subject {a:?}, reference {b:?}{tie}",
                 bad.len(),
                 rows.len()
             ),
         ));
         Some(*t)
+    }
+
+    /// Context for a differing expert choice: the reference router's probabilities
+    /// of the experts only one side picked, so a near tie that rounding can flip
+    /// reads differently from a routing bug.
+    fn router_tie(&self, t: usize, a: &BTreeSet<i64>, b: &BTreeSet<i64>) -> Option<String> {
+        let name = self.name.replace("expert_ids", "router_logits");
+        let r = self.reference.load(&name).ok()?;
+        let e = r.row_len();
+        let row = t.checked_sub(r.rows.start)?;
+        let logits = r.f32()?.get(row * e..(row + 1) * e)?;
+        let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let z: f64 = logits.iter().map(|&x| (x as f64 - m).exp()).sum();
+        let p = |i: i64| ((logits[i as usize] as f64 - m).exp() / z);
+        let only: Vec<String> = a.symmetric_difference(b).filter(|&&i| (i as usize) < e && i >= 0).map(|&i| format!("expert {i}: {:.4}", p(i))).collect();
+        let probs: Vec<f64> = a.symmetric_difference(b).filter(|&&i| (i as usize) < e && i >= 0).map(|&i| p(i)).collect();
+        let gap = probs.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - probs.iter().cloned().fold(f64::INFINITY, f64::min);
+        Some(format!("; the reference router gives {} (gap {gap:.4}{})", only.join(", "), if gap < 0.01 { ": a near tie that rounding can flip" } else { "" }))
     }
 
     /// Expert weights aligned by expert id (the subject's weights reordered into
@@ -301,22 +320,36 @@ impl StageCtx<'_> {
             return Ok(Err(format!("weights are compared by expert id, and {ids_name} is missing from a trace")));
         }
         let (si, ri) = (self.subject.load(&ids_name)?, self.reference.load(&ids_name)?);
+        // The noise floor, aligned by id like the subject: only rows where the low
+        // reference picked the same experts have one.
+        let low_pair = match self.low {
+            Some(l) if l.has(&ids_name) && l.has(&self.name) => Some((l.load(&ids_name)?, l.load(&self.name)?)),
+            _ => None,
+        };
         let (Some(sw), Some(rw)) = (Rows::of(s), Rows::of(r)) else {
             return Ok(Err("expert weights are not floats".into()));
         };
         let k = r.row_len();
+        let low_w = low_pair.as_ref().and_then(|(_, w)| Rows::of(w));
         let mut aligned_a = Vec::new();
         let mut aligned_b = Vec::new();
+        let mut aligned_l = Vec::new();
         let mut kept = Vec::new();
         for &t in &rows {
             let (Some(a_ids), Some(b_ids)) = (id_row(&si, t), id_row(&ri, t)) else { continue };
             if a_ids.iter().collect::<BTreeSet<_>>() != b_ids.iter().collect::<BTreeSet<_>>() {
                 continue;
             }
+            let l_ids = low_pair.as_ref().and_then(|(ids, _)| id_row(ids, t)).filter(|l| l.iter().collect::<BTreeSet<_>>() == b_ids.iter().collect::<BTreeSet<_>>());
             for (j, id) in b_ids.iter().enumerate() {
                 let p = a_ids.iter().position(|x| x == id).unwrap_or(j);
                 aligned_a.push(sw.row(t)[p]);
                 aligned_b.push(rw.row(t)[j]);
+                let lv = match (&l_ids, &low_w) {
+                    (Some(li), Some(lw)) => lw.row(t)[li.iter().position(|x| x == id).unwrap_or(j)],
+                    _ => f32::NAN,
+                };
+                aligned_l.push(lv);
             }
             kept.push(t);
         }
@@ -327,7 +360,8 @@ impl StageCtx<'_> {
         let pos = |t: usize| kept.iter().position(|&x| x == t).unwrap();
         let get = |t: usize| {
             let i = pos(t);
-            (&aligned_a[i * k..(i + 1) * k], &aligned_b[i * k..(i + 1) * k], None)
+            let l = &aligned_l[i * k..(i + 1) * k];
+            (&aligned_a[i * k..(i + 1) * k], &aligned_b[i * k..(i + 1) * k], (!l.iter().any(|x| x.is_nan())).then_some(l))
         };
         let metrics = self.gate.metrics.iter().map(|mg| self.metric(mg, &kept, &[k], &get)).collect();
         Ok(Ok(self.result(kept, vec![k], metrics, None)))

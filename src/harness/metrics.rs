@@ -124,7 +124,9 @@ impl Metric {
             Metric::MaxAbs => max_abs(a, b).0,
             Metric::Rmse => rmse(a, b),
             Metric::RelL2 => nmse(a, b).sqrt(),
-            Metric::NoiseRatio => noise_ratio(a, b, low.expect("noise_ratio needs reference_low")),
+            // Without a noise floor for this row the ratio is undefined: NaN, which
+            // every gate treats as failing (the contract schema requires reference_low).
+            Metric::NoiseRatio => low.map_or(f64::NAN, |l| noise_ratio(a, b, l)),
             Metric::Top1Agreement => agree(argmax(a) == argmax(b)),
             Metric::TopkOverlap => agree(topk_overlap(a, b, params.k.unwrap_or(1), params.margin.unwrap_or(f64::INFINITY))),
             Metric::KlDivergence => kl_divergence(a, b),
