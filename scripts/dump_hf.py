@@ -147,6 +147,75 @@ def install_hooks(model, rec: Recorder, n_heads, n_kv, head_dim):
     return hooks
 
 
+def _norm_rope(orig):
+    """RoPE with NORM pairing (2i, 2i+1) on half-split heads: the Qwen3 <|im_end|> bug."""
+    def apply(q, k, cos, sin, unsqueeze_dim=1, **_):
+        cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+        half = cos.shape[-1] // 2
+        c = cos[..., :half].repeat_interleave(2, dim=-1)
+        s = sin[..., :half].repeat_interleave(2, dim=-1)
+        def rot(x):
+            x2 = x.reshape(*x.shape[:-1], half, 2)
+            return torch.stack((-x2[..., 1], x2[..., 0]), dim=-1).reshape(x.shape)
+        return q * c + rot(q) * s, k * c + rot(k) * s
+    return apply
+
+
+def _theta(model, theta):
+    """inv_freq rebuilt with another base: a rope theta that fell back to a default."""
+    re = model.model.rotary_emb
+    dim = re.inv_freq.shape[0] * 2
+    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    re.inv_freq.copy_(inv)
+    if hasattr(re, "original_inv_freq"):
+        re.original_inv_freq = inv.clone()
+
+
+def _eps_outside(model):
+    """Every RMSNorm computes x / (sqrt(mean(x^2)) + eps)."""
+    for m in model.modules():
+        if type(m).__name__.endswith("RMSNorm"):
+            def fwd(x, m=m):
+                xf = x.float()
+                y = xf / (xf.pow(2).mean(-1, keepdim=True).sqrt() + m.variance_epsilon)
+                return m.weight * y.to(x.dtype)
+            m.forward = fwd
+
+
+def _no_qk_norm(model):
+    for layer in model.model.layers:
+        layer.self_attn.q_norm.forward = lambda x: x
+        layer.self_attn.k_norm.forward = lambda x: x
+
+
+def _no_renorm(model):
+    for layer in model.model.layers:
+        layer.mlp.gate.norm_topk_prob = False
+
+
+MUTATIONS = {
+    "norm_rope": "module:apply_rotary_pos_emb",
+    "theta_1e4": "model",
+    "eps_outside": "model",
+    "no_qk_norm": "model",
+    "no_renorm": "model",
+}
+
+
+def mutate(model, name):
+    mod = importlib.import_module(type(model).__module__)
+    if name == "norm_rope":
+        mod.apply_rotary_pos_emb = _norm_rope(mod.apply_rotary_pos_emb)
+    elif name == "theta_1e4":
+        _theta(model, 10000.0)
+    elif name == "eps_outside":
+        _eps_outside(model)
+    elif name == "no_qk_norm":
+        _no_qk_norm(model)
+    elif name == "no_renorm":
+        _no_renorm(model)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -155,6 +224,8 @@ def main():
     ap.add_argument("--decode", type=int, default=3, help="greedy decode steps after the prefill")
     ap.add_argument("--layers", type=int, help="partial depth: only the first K layers")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--like", help="replay this trace's tokens and batch split instead of choosing tokens greedily")
+    ap.add_argument("--mutate", choices=sorted(MUTATIONS), help="patch the model's own code with a known bug (bisect's proof set)")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -174,6 +245,8 @@ def main():
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager").eval()
     cfg = model.config
+    if args.mutate:
+        mutate(model, args.mutate)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     rec = Recorder()
     install_hooks(model, rec, cfg.num_attention_heads, cfg.num_key_value_heads, head_dim)
@@ -181,6 +254,13 @@ def main():
 
     tokens = list(ids)
     batches = []
+    replay = None
+    if args.like:
+        like = yaml.safe_load((pathlib.Path(args.like) / "trace.yaml").read_text())
+        replay = like["batches"]
+        tokens = list(like["tokens"][: replay[0][1]])
+        ids = tokens
+        args.decode = len(replay) - 1
     cache = transformers.DynamicCache(config=cfg)
     with torch.no_grad():
         feed = ids
@@ -198,12 +278,17 @@ def main():
                 break
             if partial:
                 break  # no logits to choose a token from
+            if replay:
+                a, b = replay[step + 1]
+                feed = list(like["tokens"][a:b])
+                tokens.extend(feed)
+                continue
             nxt = int(o.logits[0, -1].float().argmax())
             tokens.append(nxt)
             feed = [nxt]
         gen_agrees = None
         rec.cur = {}  # the hooks stay installed: let generate() write into a throwaway dict
-        if not partial:
+        if not partial and not replay:
             g = model.generate(torch.tensor([ids]), max_new_tokens=args.decode, do_sample=False, pad_token_id=tok.pad_token_id)
             gen_agrees = g[0, len(ids):].tolist() == tokens[len(ids):]
             if not gen_agrees:
@@ -232,6 +317,7 @@ def main():
     manifest = {
         "format": "parity-trace/1",
         "producer": {"kind": "hf", "name": "transformers", "version": transformers.__version__,
+                     **({"mutation": args.mutate} if args.mutate else {}),
                      "torch": str(torch.__version__),
                      "command": "scripts/dump_hf.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                      **({"generate_agrees": gen_agrees} if gen_agrees is not None else {})},

@@ -80,3 +80,25 @@ fn pair_mode_says_where_two_paths_part_and_which_is_right() {
     assert_eq!(p.consistent.as_deref(), Some(good.display().to_string().as_str()), "{}", p.summary);
     assert!(p.summary.contains("NORM pairing"), "{}", p.summary);
 }
+
+/// Bugs planted inside transformers itself (scripts/dump_hf.py --mutate): foreign
+/// traces, diagnosed from the subject's own inputs.
+const HF_MUTANTS: &[(&str, &str, &str)] = &[
+    ("mutants/qwen3-tiny-norm_rope.yaml", "L0.q_rope", "NORM pairing"),
+    ("mutants/qwen3-tiny-theta_1e4.yaml", "L0.q_rope", "theta=1e4"),
+    ("mutants/qwen3-tiny-eps_outside.yaml", "L0.attn_norm", "eps outside"),
+    ("mutants/qwen3moe-tiny-no_qk_norm.yaml", "L0.q_norm", "QK-norm skipped"),
+    ("mutants/qwen3moe-tiny-no_renorm.yaml", "L0.expert_weights", "not renormalised"),
+];
+
+#[test]
+fn every_transformers_mutant_is_located_and_its_cause_ranked_first() {
+    for &(file, stage, cause) in HF_MUTANTS {
+        let b = bisect(&contract(file), None).unwrap();
+        assert_eq!(b.first.as_ref().map(|d| d.stage.as_str()), Some(stage), "{file}: {}", b.summary);
+        assert_eq!(b.isolated_first.as_deref(), Some(stage), "{file}: {}", b.summary);
+        let d = b.diagnosis.as_ref().unwrap();
+        assert!(d.candidates[0].label.contains(cause), "{file}: ranked first {} ({})", d.candidates[0].label, b.summary);
+        assert!(d.cause.as_deref().unwrap_or("").starts_with("the subject used"), "{file}: {}", b.summary);
+    }
+}

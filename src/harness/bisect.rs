@@ -46,6 +46,7 @@ pub struct Bisect {
     /// First stage that breaks its gate, walking the subject in execution order.
     pub first: Option<Divergence>,
     pub first_cos: Option<f64>,
+    pub first_nmse: Option<f64>,
     pub shape: Option<Shape>,
     /// The earliest stage whose error persists to the end (the primary suspect).
     pub first_step: Option<String>,
@@ -158,6 +159,8 @@ pub fn bisect(c: &Contract, repro_dir: Option<&Path>) -> Result<Bisect> {
         .collect::<Vec<_>>();
     let first = cmp.first_divergence.clone();
     let first_cos = first.as_ref().and_then(|d| worst_cos(&cmp, &d.stage).0);
+    let first_nmse = first.as_ref().and_then(|d| cmp.stage(&d.stage)).and_then(|s| s.metrics.iter().find(|m| m.metric.name() == "nmse").map(|m| m.value));
+    let close = |c: Option<f64>, n: Option<f64>| crate::harness::diagnose::closeness(c.map(|c| crate::harness::diagnose::Score { cosine: c, nmse: n.unwrap_or(0.0) }));
     let (shape, first_step) = match &first {
         Some(d) => {
             let (s, fs) = shape_after(&cmp, &d.stage);
@@ -187,13 +190,12 @@ pub fn bisect(c: &Contract, repro_dir: Option<&Path>) -> Result<Bisect> {
         None => summary.push_str("no divergence: every gated stage holds"),
         Some(d) => {
             summary.push_str(&format!(
-                "first divergence: batch {} (rows {}..{}), {} ({}{}, {})",
+                "first divergence: batch {} (rows {}..{}), {} ({}, {})",
                 d.batch,
                 d.batch_rows[0],
                 d.batch_rows[1],
                 d.stage,
-                first_cos.map_or(String::new(), |c| format!("cos {c:.6}")),
-                if first_cos.is_some() { "" } else { &d.cause },
+                if first_cos.is_some() { close(first_cos, first_nmse) } else { d.cause.clone() },
                 match shape {
                     Some(Shape::Step) => "step",
                     Some(Shape::Spike) => "spike",
@@ -207,7 +209,10 @@ pub fn bisect(c: &Contract, repro_dir: Option<&Path>) -> Result<Bisect> {
         }
     }
     match (&isolated_first, &isolated_note) {
-        (Some(s), _) => summary.push_str(&format!(" isolated: {s}{}.", isolated_first_cos.map_or(String::new(), |c| format!(" (cos {c:.6})")))),
+        (Some(s), _) => {
+            let n = iso.as_ref().and_then(|i| i.stage(s)).and_then(|x| x.metrics.iter().find(|m| m.metric.name() == "nmse").map(|m| m.value));
+            summary.push_str(&format!(" isolated: {s} ({}).", close(isolated_first_cos, n)))
+        }
         (None, None) if iso.is_some() => summary.push_str(" isolated: every op reproduces its own inputs' output."),
         (None, Some(n)) => summary.push_str(&format!(" isolated: not run ({n}).")),
         _ => {}
@@ -220,6 +225,7 @@ pub fn bisect(c: &Contract, repro_dir: Option<&Path>) -> Result<Bisect> {
         reference: c.reference.clone(),
         first,
         first_cos,
+        first_nmse,
         shape,
         first_step,
         isolated_first,

@@ -197,6 +197,15 @@ fn try_on(model: &Model, stage: &str, trace: &Trace) -> Option<Score> {
     }
 }
 
+/// `cos 0.412345`, or `nmse 3.1e-9` when the cosine rounds to 1 and says nothing.
+pub fn closeness(s: Option<Score>) -> String {
+    match s {
+        Some(s) if s.cosine >= 0.9999995 && s.nmse > 0.0 => format!("nmse {:.2e}", s.nmse),
+        Some(s) => format!("cos {:.6}", s.cosine),
+        None => "not computable".into(),
+    }
+}
+
 /// What the candidates are ranked by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum RankBy {
@@ -244,21 +253,21 @@ pub fn diagnose(model_path: &Path, base: &BTreeMap<String, Value>, stage: &str, 
         .min_by(|a, b| sub_key(a).partial_cmp(&sub_key(b)).unwrap_or(std::cmp::Ordering::Equal))
         .map(|s| s.label.clone());
     let best = scored.first().cloned();
-    let cos = |s: Option<Score>| s.map_or(f64::NAN, |s| s.cosine);
+
     let cause = match (&best, &base_s) {
         (Some(b), Some(base)) if !b.is_base && improves(b, base, rank) => Some(match rank {
             RankBy::Reference => format!(
-                "{} reproduces the reference (cos {:.6}); the subject used {} (cos {:.6})",
+                "{} reproduces the reference ({}); the subject used {} ({})",
                 b.label,
-                cos(b.vs_reference),
+                closeness(b.vs_reference),
                 b.settings.keys().next().map_or(base.label.clone(), |k| current_label(&base_model, k)),
-                cos(base.vs_reference)
+                closeness(base.vs_reference)
             ),
             RankBy::Subject => format!(
-                "the subject used {}: it reproduces the subject's output from its own inputs (cos {:.6}); the reference's conventions give cos {:.6} there",
+                "the subject used {}: it reproduces the subject's output from its own inputs ({}); the reference's conventions give {} there",
                 b.label,
-                cos(b.vs_subject),
-                cos(base.vs_subject)
+                closeness(b.vs_subject),
+                closeness(base.vs_subject)
             ),
         }),
         _ => None,
@@ -270,7 +279,7 @@ pub fn diagnose(model_path: &Path, base: &BTreeMap<String, Value>, stage: &str, 
     };
     if let (Some(_), Some(n)) = (&cause, next) {
         let sc = if rank == RankBy::Reference { n.vs_reference } else { n.vs_subject };
-        summary.push_str(&format!(". next best: {} (cos {:.6})", n.label, cos(sc)));
+        summary.push_str(&format!(". next best: {} ({})", n.label, closeness(sc)));
     }
     Ok(Diagnosis { stage: stage.to_string(), candidates: scored, cause, subject_used, summary })
 }
