@@ -76,15 +76,15 @@ impl Rope {
         let total: usize = s.iter().sum();
         let sector = if total > 0 { k % total } else { k };
         if interleaved {
-            // Qwen3-VL: t everywhere, h on k%3==1 and w on k%3==2 inside their section spans.
+            // Qwen3-VL as transformers computes it: t everywhere, h on k%3==1 and w on
+            // k%3==2 inside their spans. (ggml's IMROPE sends pairs outside every span
+            // to the e axis, which is 0 for text: CONVENTIONS §1.7.)
             if sector % 3 == 1 && sector < 3 * s[1] {
                 1
             } else if sector % 3 == 2 && sector < 3 * s[2] {
                 2
-            } else if sector % 3 == 0 && sector < 3 * s[0] {
-                0
             } else {
-                3
+                0
             }
         } else if sector < s[0] {
             0
