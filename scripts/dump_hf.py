@@ -290,7 +290,9 @@ def main():
         rec.cur = {}  # the hooks stay installed: let generate() write into a throwaway dict
         if not partial and not replay:
             g = model.generate(torch.tensor([ids]), max_new_tokens=args.decode, do_sample=False, pad_token_id=tok.pad_token_id)
-            gen_agrees = g[0, len(ids):].tolist() == tokens[len(ids):]
+            # generate() stops early at an end-of-sequence token; compare what it made.
+            made = g[0, len(ids):].tolist()
+            gen_agrees = made == tokens[len(ids):len(ids) + len(made)]
             if not gen_agrees:
                 print("warning: generate() chose", g[0, len(ids):].tolist(), "the decode rows used", tokens[len(ids):], file=sys.stderr)
 
