@@ -27,6 +27,16 @@ enum Command {
         /// Run only the i-th of n slices of the sorted contract list (1-based), for CI
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
+        /// Also write summary.md and index.html here
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+    },
+    /// Write a markdown summary and a self-contained HTML report for contracts
+    Report {
+        /// Contract files or folders
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// First divergent stage of a contract's subject, the isolated view, and the likely cause
     Bisect {
@@ -44,6 +54,9 @@ enum Command {
         /// table (text), json or markdown
         #[arg(long, default_value = "table")]
         format: Format,
+        /// Also write summary.md and index.html here
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
     /// Trace the engine on a reference's tokens, positions and batch split
     Trace {
@@ -108,6 +121,14 @@ enum Command {
     },
 }
 
+fn write_report(files: &[PathBuf], dir: &std::path::Path) -> anyhow::Result<Vec<parity::report::Entry>> {
+    let entries = parity::report::build(files);
+    let meta = parity::report::Meta { command: std::env::args().collect::<Vec<_>>().join(" "), date: parity::report::now() };
+    parity::report::write(&entries, dir, &meta)?;
+    eprintln!("report: {}/index.html, {}/summary.md", dir.display(), dir.display());
+    Ok(entries)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -121,16 +142,24 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Check { paths, format, shard } => {
+        Command::Check { paths, format, shard, report } => {
             let mut files = harness::discover(&paths)?;
             if let Some(s) = &shard {
                 files = harness::shard(files, s)?;
             }
             let results = harness::run_all(&files);
             out(&render::check(&results, format)?)?;
+            if let Some(dir) = report {
+                write_report(&files, &dir)?;
+            }
             Ok(harness::exit_code(&results) as u8)
         }
-        Command::Bisect { contract, pair, model, repro, format } => {
+        Command::Report { paths, out } => {
+            let files = harness::discover(&paths)?;
+            let entries = write_report(&files, &out)?;
+            Ok(harness::exit_code(&entries.iter().map(|e| e.result.clone()).collect::<Vec<_>>()) as u8)
+        }
+        Command::Bisect { contract, pair, model, repro, format, report } => {
             if let Some(p) = pair {
                 let r = harness::bisect::bisect_pair(&p[0], &p[1], model.as_deref())?;
                 print!("{}", render::bisect_pair(&r, format)?);
@@ -140,6 +169,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let c = harness::Contract::load(&path)?;
             let b = harness::bisect::bisect(&c, Some(&repro)).with_context(|| format!("bisecting {}", path.display()))?;
             print!("{}", render::bisect(&b, format)?);
+            if let Some(dir) = report {
+                write_report(&[path.clone()], &dir)?;
+            }
             Ok(if b.first.is_some() { 1 } else { 0 })
         }
         Command::Trace { model, like, out, layers, stages, set } => {

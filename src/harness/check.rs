@@ -304,7 +304,7 @@ impl StageCtx<'_> {
         let logits = r.f32()?.get(row * e..(row + 1) * e)?;
         let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
         let z: f64 = logits.iter().map(|&x| (x as f64 - m).exp()).sum();
-        let p = |i: i64| ((logits[i as usize] as f64 - m).exp() / z);
+        let p = |i: i64| (logits[i as usize] as f64 - m).exp() / z;
         let only: Vec<String> = a.symmetric_difference(b).filter(|&&i| (i as usize) < e && i >= 0).map(|&i| format!("expert {i}: {:.4}", p(i))).collect();
         let probs: Vec<f64> = a.symmetric_difference(b).filter(|&&i| (i as usize) < e && i >= 0).map(|&i| p(i)).collect();
         let gap = probs.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - probs.iter().cloned().fold(f64::INFINITY, f64::min);
