@@ -108,6 +108,20 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Measure the engine's prefill and decode speed (untraced and traced) and peak memory
+    Bench {
+        #[arg(long)]
+        model: PathBuf,
+        /// Prompt tokens (one prefill call)
+        #[arg(short = 'p', long, default_value_t = 64)]
+        prompt: usize,
+        /// Decode steps (one call each)
+        #[arg(short = 'n', long, default_value_t = 16)]
+        generate: usize,
+        /// Repetitions (best is reported)
+        #[arg(long, default_value_t = 2)]
+        reps: usize,
+    },
     /// Compare two traces without a contract; B is the reference
     Diff {
         a: PathBuf,
@@ -153,6 +167,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 write_report(&files, &dir)?;
             }
             Ok(harness::exit_code(&results) as u8)
+        }
+        Command::Bench { model, prompt, generate, reps } => {
+            let r = parity::engine::bench::bench(&model, prompt, generate, reps)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(0)
         }
         Command::Report { paths, out } => {
             let files = harness::discover(&paths)?;

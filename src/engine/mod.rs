@@ -1,6 +1,7 @@
 //! The embedded CPU inference engine. It emits every canonical stage (SPEC §1)
 //! to a trace sink, and runs a reference trace's tokens with the same batch split.
 
+pub mod bench;
 pub mod generate;
 pub mod model;
 pub mod ops;
