@@ -102,3 +102,29 @@ fn every_transformers_mutant_is_located_and_its_cause_ranked_first() {
         assert!(d.cause.as_deref().unwrap_or("").starts_with("the subject used"), "{file}: {}", b.summary);
     }
 }
+
+#[test]
+fn an_unusual_theta_is_fitted_from_the_subjects_own_data() {
+    use parity::engine::{self, RunOptions};
+    use parity::formats::trace::Trace;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reference = root.join("../shared/examples/qwen3-1layer-hf-f32");
+    let model = root.join("../shared/examples/qwen3-1layer");
+    let dir = tmp("theta");
+    // A foreign engine that used theta 314159: its trace, written as a plain trace folder.
+    let mut opts = RunOptions::default();
+    opts.settings.insert("rope.theta".into(), 314159.0.into());
+    let t = engine::trace_like(&model, &Trace::open(&reference).unwrap(), &opts).unwrap();
+    t.save(&dir.join("subject"), false).unwrap();
+    let text = format!(
+        "id: theta-fit\nclaim: fit\nsubject: {{trace: {}}}\nreference: {}\nmodel: {}\ngates:\n  - stages: \"*\"\n    cosine: {{min: 0.99999}}  # f32 vs f32\n",
+        dir.join("subject").display(), reference.display(), model.display()
+    );
+    let c = Contract::parse(&dir.join("c.yaml"), &text).unwrap();
+    let b = bisect(&c, None).unwrap();
+    let d = b.diagnosis.as_ref().unwrap();
+    let best = &d.candidates[0];
+    assert!(best.label.starts_with("theta fitted from the subject"), "{}", b.summary);
+    let fitted = best.settings["rope.theta"].as_f64().unwrap();
+    assert!((fitted / 314159.0 - 1.0).abs() < 0.01, "fitted {fitted}");
+}

@@ -143,3 +143,18 @@ fn multi_axis_positions_change_the_result() {
     rope.apply(&mut b, heads, &[[5, 9, 2, 0]]);
     assert_ne!(a, b);
 }
+
+/// Diagnosis fits theta from a pre/post-RoPE pair: within 1% of the true value.
+#[test]
+fn theta_is_fitted_from_a_rotation_to_within_one_percent() {
+    use parity::engine::rope::fit_theta;
+    let hd = 64;
+    for theta in [1e4, 5e5, 1e6] {
+        let rope = Rope::new(&config(theta, hd, hd, Pairing::HalfSplit, PartialLayout::LeadingBlock, RopeScaling::None), hd).unwrap();
+        let x = random(hd, 9);
+        let mut y = x.clone();
+        rope.apply(&mut y, 1, &[[1, 1, 1, 0]]);
+        let fit = fit_theta(&x, &y, hd, 1).unwrap();
+        assert!((fit / theta - 1.0).abs() < 0.01, "theta {theta}: fitted {fit}");
+    }
+}

@@ -197,3 +197,32 @@ fn apply_scaling(inv: &mut [f32], s: &RopeScaling, theta: f64, dim: usize) -> Re
         }
     }
 }
+
+/// Fits rope theta from one head row before and after a half-split rotation at
+/// position `p` (CONVENTIONS §1.4): each pair (k, k+d/2) turns by
+/// `phi_k = p * theta^(-2k/d)`, so `ln(phi_k / p) = -(2k/d) ln theta`, a line
+/// through the origin fitted by least squares over the pairs whose angle has not
+/// wrapped (p * inv_freq < pi, which holds for every pair at p = 1). Returns None
+/// when the rows carry no usable rotation (zero vectors, p = 0).
+pub fn fit_theta(pre: &[f32], post: &[f32], head_dim: usize, p: i64) -> Option<f64> {
+    if p <= 0 || pre.len() < head_dim || post.len() < head_dim {
+        return None;
+    }
+    let half = head_dim / 2;
+    let (mut sxy, mut sxx) = (0f64, 0f64);
+    for k in 1..half {
+        let (xa, xb, ya, yb) = (pre[k] as f64, pre[k + half] as f64, post[k] as f64, post[k + half] as f64);
+        if xa.hypot(xb) < 1e-6 {
+            continue;
+        }
+        let phi = (xa * yb - xb * ya).atan2(xa * ya + xb * yb);
+        if !(phi > 0.0 && phi * 1.0 < std::f64::consts::PI) {
+            continue;
+        }
+        let x = -2.0 * k as f64 / head_dim as f64;
+        let y = (phi / p as f64).ln();
+        sxy += x * y;
+        sxx += x * x;
+    }
+    (sxx > 0.0).then(|| (sxy / sxx).exp())
+}

@@ -157,6 +157,20 @@ fn offsets(out: &mut Vec<Candidate>, current: i64) {
     }
 }
 
+/// Theta fitted from `trace`'s input and output of a RoPE stage, at the row whose
+/// position is 1 (no pair's angle has wrapped there), first head.
+fn fitted_theta(model: &Model, stage: &str, trace: &Trace) -> Option<f64> {
+    let input = inputs_of(model, stage).into_iter().next()?;
+    let (pre, post) = (trace.load(&input).ok()?, trace.load(stage).ok()?);
+    let hd = *post.shape.last()?;
+    let positions = crate::engine::stages::StageInputs::positions(trace);
+    let row = positions.iter().position(|p| p[0] == 1)?;
+    let (r0, r1) = (row.checked_sub(pre.rows.start)?, row.checked_sub(post.rows.start)?);
+    let (a, b) = (pre.f32()?, post.f32()?);
+    let (ra, rb) = (pre.row_len(), post.row_len());
+    crate::engine::rope::fit_theta(a.get(r0 * ra..r0 * ra + hd)?, b.get(r1 * rb..r1 * rb + hd)?, hd, 1)
+}
+
 /// Worst-row cosine and NMSE of `a` against `b`, rows of `row` values.
 fn score(a: &[f32], b: &[f32], row: usize) -> Score {
     let mut s = Score { cosine: 1.0, nmse: 0.0 };
@@ -229,6 +243,17 @@ pub fn diagnose(model_path: &Path, base: &BTreeMap<String, Value>, stage: &str, 
     let base_model = load(&BTreeMap::new())?;
     let mut all = vec![Candidate { label: if rank == RankBy::Reference { "as the subject is configured" } else { "the reference's conventions (as configured)" }.into(), settings: BTreeMap::new() }];
     all.extend(candidates(&base_model.cfg, base_model.eng.decode_position_offset, stage));
+    // RoPE stages: also the theta fitted from the data, continuous (not just the usual bases).
+    let kind = split_layer(stage).map_or(stage, |(_, s)| s);
+    if kind == "q_rope" || kind == "k_rope" {
+        let (src, which) = match (rank, subject) {
+            (RankBy::Subject, Some(s)) => (s, "the subject"),
+            _ => (reference, "the reference"),
+        };
+        if let Some(t) = fitted_theta(&base_model, stage, src) {
+            all.push(Candidate { label: format!("theta fitted from {which}: {t:.4e}"), settings: BTreeMap::from([("rope.theta".to_string(), Value::from(t))]) });
+        }
+    }
 
     let mut scored = Vec::new();
     for (i, c) in all.iter().enumerate() {
