@@ -112,8 +112,16 @@ pub fn run_prompt(model_path: &std::path::Path, prompt: &str, n: usize, chat: bo
     use crate::error::Error;
     use crate::formats::tokenizer::{render_chat, Tokenizer};
     let (model, src) = crate::engine::load(model_path, &crate::engine::RunOptions::default())?;
-    // A GGUF's own vocabulary is not read yet: use the tokenizer.json beside it.
-    let dir = if model_path.is_dir() { model_path.to_path_buf() } else { model_path.parent().unwrap_or(model_path).to_path_buf() };
+    // A GGUF's own vocabulary is not read yet: use a tokenizer.json beside it or one folder up.
+    let dir = if model_path.is_dir() {
+        model_path.to_path_buf()
+    } else {
+        let here = model_path.parent().unwrap_or(model_path).to_path_buf();
+        match here.parent() {
+            Some(up) if !here.join("tokenizer.json").exists() && up.join("tokenizer.json").exists() => up.to_path_buf(),
+            _ => here,
+        }
+    };
     let tok = Tokenizer::from_dir(&dir)?;
     let text = if chat {
         let t = src.config.chat_template.as_ref().ok_or_else(|| {
