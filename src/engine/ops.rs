@@ -6,54 +6,82 @@ use rayon::prelude::*;
 use crate::formats::config::EpsPlacement;
 use crate::formats::tensor::{DType, Tensor};
 
-/// Dot product with eight independent f32 accumulators (vectorises; summation
-/// order differs from BLAS only in the last bits).
+/// `a · b` in one fixed summation order, whatever the CPU: four 8-lane
+/// accumulators take consecutive 8-element groups in turn (group g goes to
+/// accumulator g % 4), leftover whole groups go to accumulator 0, the four are
+/// summed as (0+1)+(2+3), the 8 lanes as ((0+4)+(1+5))+((2+6)+(3+7)), then the
+/// tail is added in order. Products are rounded before each add (never fused),
+/// so the AVX2 kernel and its plain twin `dot_ref` agree bit for bit.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    {
+        // SAFETY: AVX2 is enabled for this build (target_feature cfg); loads are unaligned.
+        unsafe { dot_avx2(a, b) }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+    {
+        dot_ref(a, b)
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[inline]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut j = 0;
+    while j + 32 <= n {
+        for (v, accv) in acc.iter_mut().enumerate() {
+            let x = _mm256_loadu_ps(pa.add(j + 8 * v));
+            let y = _mm256_loadu_ps(pb.add(j + 8 * v));
+            *accv = _mm256_add_ps(*accv, _mm256_mul_ps(x, y));
+        }
+        j += 32;
+    }
+    while j + 8 <= n {
+        acc[0] = _mm256_add_ps(acc[0], _mm256_mul_ps(_mm256_loadu_ps(pa.add(j)), _mm256_loadu_ps(pb.add(j))));
+        j += 8;
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut l = [0f32; 8];
+    _mm256_storeu_ps(l.as_mut_ptr(), v);
+    let mut s = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+    while j < n {
+        s += *pa.add(j) * *pb.add(j);
+        j += 1;
     }
     s
 }
 
-/// Four dot products of `x0..x3` with the same `w`, each summed in exactly the
-/// order `dot` uses (so results are bit-identical to four `dot` calls), with the
-/// weight row read once: the prefill fast path.
-#[inline]
-pub fn dot4(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
-    let n = w.len() / 8 * 8;
+/// The plain twin of `dot`: the same order, element by element.
+pub fn dot_ref(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
     let mut acc = [[0f32; 8]; 4];
     let mut j = 0;
-    while j < n {
-        let wv = &w[j..j + 8];
-        for (a, xs) in acc.iter_mut().zip(&x) {
-            let xv = &xs[j..j + 8];
+    while j + 32 <= n {
+        for (v, accv) in acc.iter_mut().enumerate() {
             for i in 0..8 {
-                a[i] += xv[i] * wv[i];
+                accv[i] += a[j + 8 * v + i] * b[j + 8 * v + i];
             }
+        }
+        j += 32;
+    }
+    while j + 8 <= n {
+        for i in 0..8 {
+            acc[0][i] += a[j + i] * b[j + i];
         }
         j += 8;
     }
-    let mut out = [0f32; 4];
-    for (k, (a, xs)) in acc.iter().zip(&x).enumerate() {
-        let mut s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-        for (xv, wv) in xs[n..].iter().zip(&w[n..]) {
-            s += xv * wv;
-        }
-        out[k] = s;
+    let l: Vec<f32> = (0..8).map(|i| (acc[0][i] + acc[1][i]) + (acc[2][i] + acc[3][i])).collect();
+    let mut s = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+    while j < n {
+        s += a[j] * b[j];
+        j += 1;
     }
-    out
+    s
 }
 
 /// RMSNorm over rows of `x` ([rows, n]): `x / sqrt(mean(x²) + eps) * (w + offset)`,
@@ -134,15 +162,8 @@ impl Linear {
                     self.w.dequant_row(r, &mut row);
                     &row
                 };
-                let xr = |ti: usize| &x[ti * n_in..(ti + 1) * n_in];
-                let mut ti = 0;
-                while ti + 4 <= t {
-                    let r4 = dot4([xr(ti), xr(ti + 1), xr(ti + 2), xr(ti + 3)], w);
-                    ys[ti..ti + 4].copy_from_slice(&r4);
-                    ti += 4;
-                }
-                for (k, y) in ys.iter_mut().enumerate().skip(ti) {
-                    *y = dot(xr(k), w);
+                for (ti, y) in ys.iter_mut().enumerate() {
+                    *y = dot(&x[ti * n_in..(ti + 1) * n_in], w);
                 }
             }
         });
@@ -168,14 +189,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dot4_is_bit_identical_to_dot() {
+    fn dot_is_bit_identical_to_its_plain_twin() {
         let v = |seed: u32, n: usize| -> Vec<f32> { (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 333.0 - 1.5).collect() };
-        for n in [1, 7, 8, 9, 64, 100, 1027] {
-            let (a, b, c, d, w) = (v(1, n), v(2, n), v(3, n), v(4, n), v(5, n));
-            let r = dot4([&a, &b, &c, &d], &w);
-            for (got, x) in r.iter().zip([&a, &b, &c, &d]) {
-                assert_eq!(got.to_bits(), dot(x, &w).to_bits(), "n = {n}");
-            }
+        for n in [0, 1, 7, 8, 9, 31, 32, 33, 40, 64, 100, 1027, 4096] {
+            let (a, b) = (v(1, n), v(2, n));
+            assert_eq!(dot(&a, &b).to_bits(), dot_ref(&a, &b).to_bits(), "n = {n}");
         }
     }
 }
