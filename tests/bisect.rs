@@ -128,3 +128,21 @@ fn an_unusual_theta_is_fitted_from_the_subjects_own_data() {
     let fitted = best.settings["rope.theta"].as_f64().unwrap();
     assert!((fitted / 314159.0 - 1.0).abs() < 0.01, "fitted {fitted}");
 }
+
+#[test]
+fn a_wrong_norm_eps_is_fitted_from_the_reference() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tmp("eps");
+    let text = format!(
+        "id: eps\nclaim: eps\nsubject: {{engine: {{model: {}, settings: {{norm.eps: 0.0003}}}}}}\nreference: {}\ngates:\n  - stages: \"*\"\n    cosine: {{min: 0.99999}}  # f32\n    nmse: {{max: 1.0e-10}}  # f32\n",
+        root.join("../shared/examples/qwen3-1layer").display(),
+        root.join("../shared/examples/qwen3-1layer-hf-f32").display()
+    );
+    let b = bisect(&Contract::parse(&dir.join("c.yaml"), &text).unwrap(), None).unwrap();
+    assert_eq!(b.first.as_ref().unwrap().stage, "L0.attn_norm");
+    let d = b.diagnosis.as_ref().unwrap();
+    let fitted = d.candidates.iter().find(|c| c.label.starts_with("norm eps fitted")).expect("an eps fitted from the data");
+    let eps = fitted.settings["norm.eps"].as_f64().unwrap();
+    assert!((eps / 1e-6 - 1.0).abs() < 0.05, "fitted eps {eps}");
+    assert!(d.cause.as_deref().unwrap_or("").contains("eps"), "{}", b.summary);
+}

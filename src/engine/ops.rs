@@ -101,6 +101,36 @@ pub fn rms_norm(x: &[f32], w: &[f32], n: usize, eps: f64, placement: EpsPlacemen
     out
 }
 
+/// Fits RMSNorm's eps from input rows `x`, output rows `y` and the weight `w`
+/// (eps inside the square root): on every element `w x / y = sqrt(mean(x²) + eps)`,
+/// so each row gives `eps = mean((w x / y)²) - mean(x²)`. f32 outputs resolve eps
+/// only down to ~1e-7 of `mean(x²)`, so the rows with the smallest mean square
+/// (a quarter of them) are averaged. None when no element is usable.
+pub fn fit_rms_eps(x: &[f32], y: &[f32], w: &[f32], offset: f32, n: usize) -> Option<f64> {
+    let mut per_row: Vec<(f64, f64)> = x
+        .chunks(n)
+        .zip(y.chunks(n))
+        .filter_map(|(xr, yr)| {
+            let ms = xr.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n as f64;
+            let (mut s, mut k) = (0f64, 0usize);
+            for ((&xv, &yv), &wv) in xr.iter().zip(yr).zip(w) {
+                let g = (wv + offset) as f64 * xv as f64;
+                if yv.abs() > 1e-12 && g.abs() > 1e-12 {
+                    s += (g / yv as f64).powi(2);
+                    k += 1;
+                }
+            }
+            (k > 0).then(|| (ms, s / k as f64 - ms))
+        })
+        .collect();
+    if per_row.is_empty() {
+        return None;
+    }
+    per_row.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let take = (per_row.len() / 4).max(1);
+    Some(per_row[..take].iter().map(|r| r.1).sum::<f64>() / take as f64)
+}
+
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }

@@ -57,6 +57,23 @@ pub fn inputs_of(model: &Model, stage: &str) -> Vec<String> {
 }
 
 impl Model {
+    /// The weight and row length of a norm stage (`L{i}.attn_norm`, `q_norm`, ..., `final_norm`).
+    pub fn norm_weight(&self, stage: &str) -> Option<(&[f32], usize)> {
+        let hd = self.cfg.head_dim.value;
+        if stage == "final_norm" {
+            return Some((&self.final_norm, self.cfg.hidden.value));
+        }
+        let (i, s) = split_layer(stage)?;
+        let l = self.layers.get(i)?;
+        match s {
+            "attn_norm" => Some((&l.attn_norm, self.cfg.hidden.value)),
+            "ffn_norm" => Some((&l.ffn_norm, self.cfg.hidden.value)),
+            "q_norm" => l.q_norm.as_deref().map(|w| (w, hd)),
+            "k_norm" => l.k_norm.as_deref().map(|w| (w, hd)),
+            _ => None,
+        }
+    }
+
     /// Positions the engine would use for each row (decode rows shifted by the
     /// `decode_position_offset` setting).
     fn positions_for(&self, inp: &dyn StageInputs) -> Vec<[i64; 4]> {
