@@ -60,21 +60,41 @@ pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) {
                 *o = i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32;
             }
         }
-        _ => {
-            for (b, y) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(be)) {
-                match dtype {
-                    DType::Q4_0 => q4_0(b, y),
-                    DType::Q4_1 => q4_1(b, y),
-                    DType::Q5_0 => q5_0(b, y),
-                    DType::Q5_1 => q5_1(b, y),
-                    DType::Q8_0 => q8_0(b, y),
-                    DType::Q2_K => q2_k(b, y),
-                    DType::Q3_K => q3_k(b, y),
-                    DType::Q4_K => q4_k(b, y),
-                    DType::Q5_K => q5_k(b, y),
-                    DType::Q6_K => q6_k(b, y),
-                    _ => unreachable!("plain types handled above"),
+        // Dispatch once per row, not per block, so each block loop inlines and vectorises.
+        DType::Q8_0 => {
+            for (b, y) in bytes.chunks_exact(34).zip(out.chunks_exact_mut(32)) {
+                if let (Ok(b), Ok(y)) = (<&[u8; 34]>::try_from(b), <&mut [f32; 32]>::try_from(y)) {
+                    q8_0(b, y);
                 }
+            }
+        }
+        DType::Q4_K => {
+            for (b, y) in bytes.chunks_exact(144).zip(out.chunks_exact_mut(256)) {
+                if let (Ok(b), Ok(y)) = (<&[u8; 144]>::try_from(b), <&mut [f32; 256]>::try_from(y)) {
+                    q4_k(b, y);
+                }
+            }
+        }
+        DType::Q6_K => {
+            for (b, y) in bytes.chunks_exact(210).zip(out.chunks_exact_mut(256)) {
+                if let (Ok(b), Ok(y)) = (<&[u8; 210]>::try_from(b), <&mut [f32; 256]>::try_from(y)) {
+                    q6_k(b, y);
+                }
+            }
+        }
+        _ => {
+            let f: fn(&[u8], &mut [f32]) = match dtype {
+                DType::Q4_0 => q4_0,
+                DType::Q4_1 => q4_1,
+                DType::Q5_0 => q5_0,
+                DType::Q5_1 => q5_1,
+                DType::Q2_K => q2_k,
+                DType::Q3_K => q3_k,
+                DType::Q5_K => q5_k,
+                _ => unreachable!("plain types, q8_0, q4_k and q6_k handled above"),
+            };
+            for (b, y) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(be)) {
+                f(b, y);
             }
         }
     }
@@ -126,8 +146,9 @@ fn q5_1(b: &[u8], y: &mut [f32]) {
     }
 }
 
-/// block_q8_0: `y = qs * d`.
-fn q8_0(b: &[u8], y: &mut [f32]) {
+/// block_q8_0: `y = qs * d` (fixed-size arrays: no bounds checks, vectorises).
+#[inline(always)]
+fn q8_0(b: &[u8; 34], y: &mut [f32; 32]) {
     let d = h(b, 0);
     for j in 0..32 {
         y[j] = (b[2 + j] as i8) as f32 * d;
@@ -207,7 +228,8 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 /// block_q4_K: 8 sub-blocks of 32 with 6-bit scales and mins.
-fn q4_k(b: &[u8], y: &mut [f32]) {
+#[inline(always)]
+fn q4_k(b: &[u8; 144], y: &mut [f32; 256]) {
     let (d, dmin) = (h(b, 0), h(b, 2));
     let sc = &b[4..16];
     let qs = &b[16..144];
@@ -247,7 +269,8 @@ fn q5_k(b: &[u8], y: &mut [f32]) {
 }
 
 /// block_q6_K: 4 low bits in ql, 2 high in qh, signed 8-bit scales per 16; `d` last.
-fn q6_k(b: &[u8], y: &mut [f32]) {
+#[inline(always)]
+fn q6_k(b: &[u8; 210], y: &mut [f32; 256]) {
     let d = h(b, 208);
     for n in 0..2 {
         let ql = &b[64 * n..64 * n + 64];
