@@ -46,4 +46,13 @@ for f in "${FIXTURES[@]}"; do
   fi
 done
 "$PY" scripts/gguf_golden.py
+"$PY" scripts/rope_golden.py
+gcc -O2 scripts/rope_golden_ggml.c -I "$TREE/ggml/include" -L "$TREE/build/bin" -lggml -lggml-base -lggml-cpu \
+  -Wl,-rpath,"$TREE/build/bin" -lm -o /tmp/parity-rope-golden-ggml && /tmp/parity-rope-golden-ggml tests/data/rope/ggml
+# Mutants planted inside transformers (bisect's proof set), on the chat references' tokens.
+for mt in "qwen3-tiny norm_rope" "qwen3-tiny theta_1e4" "qwen3-tiny eps_outside" "qwen3moe-tiny no_qk_norm" "qwen3moe-tiny no_renorm"; do
+  set -- $mt
+  [ -d "reference/$1/hf-f32-chat" ] && "$PY" scripts/dump_hf.py --model "fixtures/$1" --prompt chat --like "reference/$1/hf-f32-chat" --mutate "$2" --out "reference/mutants/$1-$2"
+done
+"$PY" scripts/make_contracts.py
 echo "regenerated: ${FIXTURES[*]}"

@@ -158,3 +158,54 @@ fn theta_is_fitted_from_a_rotation_to_within_one_percent() {
         assert!((fit / theta - 1.0).abs() < 0.01, "theta {theta}: fitted {fit}");
     }
 }
+
+fn raw(p: &Path) -> Vec<f32> {
+    std::fs::read(p).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// Against ggml's own CPU kernel (scripts/rope_golden_ggml.c): NORM, NEOX,
+/// partial n_dims, frequency factors, M-RoPE and interleaved M-RoPE on text
+/// positions. ggml builds theta by an iterated f32 product (CONVENTIONS §1.3),
+/// which adds up to k ulps at pair k: bound 1e-5 + 2.4e-7 * position.
+/// Interleaved M-RoPE: ggml sends pairs outside every section span to the `e`
+/// axis (position 0 for text) while transformers keeps them on `t` (§1.7); with
+/// sections [12, 10, 10] that is the last pair, asserted to differ.
+#[test]
+fn matches_ggml_golden_vectors() {
+    const POS: [i64; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 100, 1000];
+    let index = std::fs::read_to_string(data("ggml/cases.txt")).unwrap();
+    for line in index.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (name, mode, hd, heads, n_dims) = (f[0], f[1].parse::<u32>().unwrap(), f[2].parse::<usize>().unwrap(), f[3].parse::<usize>().unwrap(), f[4].parse::<usize>().unwrap());
+        let theta: f64 = f[5].parse().unwrap();
+        let ff = f[6] == "1";
+        let sections: [usize; 4] = [f[7].parse().unwrap(), f[8].parse().unwrap(), f[9].parse().unwrap(), f[10].parse().unwrap()];
+        let pairing = if mode == 0 { Pairing::Adjacent } else { Pairing::HalfSplit };
+        let scaling = if ff { RopeScaling::FreqFactors { factors: (0..n_dims / 2).map(|k| 1.0 + 0.25 * (k % 5) as f32).collect() } } else { RopeScaling::None };
+        let mut cfg = config(theta, hd, n_dims, pairing, PartialLayout::LeadingBlock, scaling);
+        if mode == 8 || mode == 40 {
+            cfg.mrope = Some(Sourced::derived((sections, mode == 40), "test"));
+        }
+        let rope = Rope::new(&cfg, hd).unwrap();
+        let mut x = raw(&data(&format!("ggml/{name}.x.f32")));
+        let y = raw(&data(&format!("ggml/{name}.y.f32")));
+        let positions: Vec<[i64; 4]> = POS.iter().map(|&p| [p, p, p, 0]).collect();
+        rope.apply(&mut x, heads, &positions);
+        let skip = |d: usize| mode == 40 && (d == hd / 2 - 1 || d == hd - 1);
+        for (t, &p) in POS.iter().enumerate() {
+            let bound = 1e-5 + 2.4e-7 * p as f32;
+            for h in 0..heads {
+                for d in 0..hd {
+                    let i = (t * heads + h) * hd + d;
+                    if skip(d) {
+                        if p >= 100 {
+                            assert!((x[i] - y[i]).abs() > 0.0, "{name}: ggml should leave the last pair unrotated at position {p}");
+                        }
+                        continue;
+                    }
+                    assert!((x[i] - y[i]).abs() <= bound, "{name} position {p} head {h} dim {d}: ours {} vs ggml {}", x[i], y[i]);
+                }
+            }
+        }
+    }
+}
