@@ -2,7 +2,9 @@
 """A Qwen3-0.6B-shaped model with random weights for speed measurements
 (hidden 1024, 28 layers, 16 query / 8 KV heads of 128, intermediate 3072,
 vocab 151936, tied embeddings), saved in bf16 outside the repo, with the
-fixtures' tokenizer. Optionally the MoE shape (8 of 64 experts).
+fixtures' tokenizer. Optionally the MoE shape (8 of 64 experts of
+intermediate 768), with 8 layers instead of 28 (the full depth would be 4.2B
+parameters; per-token cost per layer is what the benchmark compares).
 
     python scripts/make_bench_model.py OUT_DIR [--moe]
 """
@@ -20,6 +22,7 @@ common = dict(vocab_size=151936, hidden_size=1024, num_hidden_layers=28, num_att
               head_dim=128, intermediate_size=3072, max_position_embeddings=4096, rms_norm_eps=1e-6,
               tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
 if moe:
+    common["num_hidden_layers"] = 8
     cfg = transformers.Qwen3MoeConfig(**common, num_experts=64, num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=True)
     model = transformers.Qwen3MoeForCausalLM(cfg)
 else:
