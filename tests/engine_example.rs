@@ -95,3 +95,18 @@ fn a_wrong_pairing_breaks_only_the_rope_stages_in_isolation() {
         assert_eq!(c < 0.999, rope, "{name}: isolated cos {c}");
     }
 }
+
+#[test]
+fn a_gguf_vocabulary_tokenises_like_the_checkpoints_tokenizer_json() {
+    use parity::formats::gguf::GgufFile;
+    use parity::formats::tokenizer::Tokenizer;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let from_json = Tokenizer::from_dir(&root.join("fixtures/qwen3-tiny")).unwrap();
+    let gguf = GgufFile::open(&root.join("fixtures/qwen3-tiny/gguf/qwen3-tiny.q8_0.gguf")).unwrap();
+    let from_gguf = Tokenizer::from_gguf(&gguf).unwrap();
+    for text in ["Return a new list containing all items.", "<|im_start|>user\nWhat does heapq do?<|im_end|>\n", "  spaces,\ttabs and ünïcödé 123"] {
+        let (a, b) = (from_json.encode(text).unwrap(), from_gguf.encode(text).unwrap());
+        assert_eq!(a, b, "{text:?}");
+        assert_eq!(from_gguf.decode(&b).unwrap(), text);
+    }
+}

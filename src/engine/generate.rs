@@ -112,17 +112,27 @@ pub fn run_prompt(model_path: &std::path::Path, prompt: &str, n: usize, chat: bo
     use crate::error::Error;
     use crate::formats::tokenizer::{render_chat, Tokenizer};
     let (model, src) = crate::engine::load(model_path, &crate::engine::RunOptions::default())?;
-    // A GGUF's own vocabulary is not read yet: use a tokenizer.json beside it or one folder up.
-    let dir = if model_path.is_dir() {
-        model_path.to_path_buf()
+    // A GGUF's own vocabulary first; else a tokenizer.json beside it or one folder up.
+    let gguf_tok = if model_path.is_dir() {
+        None
     } else {
-        let here = model_path.parent().unwrap_or(model_path).to_path_buf();
-        match here.parent() {
-            Some(up) if !here.join("tokenizer.json").exists() && up.join("tokenizer.json").exists() => up.to_path_buf(),
-            _ => here,
+        crate::formats::gguf::GgufFile::open(model_path).ok().and_then(|f| Tokenizer::from_gguf(&f).ok())
+    };
+    let tok = match gguf_tok {
+        Some(t) => t,
+        None => {
+            let dir = if model_path.is_dir() {
+                model_path.to_path_buf()
+            } else {
+                let here = model_path.parent().unwrap_or(model_path).to_path_buf();
+                match here.parent() {
+                    Some(up) if !here.join("tokenizer.json").exists() && up.join("tokenizer.json").exists() => up.to_path_buf(),
+                    _ => here,
+                }
+            };
+            Tokenizer::from_dir(&dir)?
         }
     };
-    let tok = Tokenizer::from_dir(&dir)?;
     let text = if chat {
         let t = src.config.chat_template.as_ref().ok_or_else(|| {
             Error::format(model_path, "chat_template", "--chat needs a chat template (tokenizer_config.json or chat_template.jinja)")
