@@ -152,12 +152,56 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
+/// Rounds activation rows as ggml's CPU matmul does before a dot product with a
+/// weight of type `w` (its `vec_dot_type`): to f16 or bf16 for those weights, to
+/// Q8_0 blocks of 32 (f16 scale, `quantize_row_q8_0_ref`) for the 32-element
+/// quant types, to Q8_K blocks of 256 (f32 scale `max / -127`,
+/// `quantize_row_q8_K_ref`) for k-quants. The quantised values are expanded back
+/// to f32, so the following f32 dot sees what llama.cpp's integer dot sees.
+pub fn round_activations(x: &mut [f32], w: DType) {
+    use half::{bf16, f16};
+    match w {
+        DType::F16 => x.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),
+        DType::BF16 => x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32()),
+        DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => {
+            for b in x.chunks_mut(32) {
+                let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let d16 = f16::from_f32(d).to_f32();
+                b.iter_mut().for_each(|v| *v = (*v * id).round() * d16);
+            }
+        }
+        DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K => {
+            for b in x.chunks_mut(256) {
+                let (mut amax, mut max) = (0f32, 0f32);
+                for &v in b.iter() {
+                    if v.abs() > amax {
+                        amax = v.abs();
+                        max = v;
+                    }
+                }
+                if amax == 0.0 {
+                    b.fill(0.0);
+                    continue;
+                }
+                let iscale = -127.0 / max;
+                let d = 1.0 / iscale;
+                b.iter_mut().for_each(|v| *v = ((iscale * *v).round_ties_even().min(127.0)) * d);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A linear layer `y = x Wᵀ + b` over a weight kept in its stored type.
 #[derive(Clone, Debug)]
 pub struct Linear {
     /// `[out, in]`
     pub w: Tensor,
     pub bias: Option<Vec<f32>>,
+    /// Round the input as llama.cpp's matmul does for this weight type (a setting).
+    pub round_input: bool,
 }
 
 impl Linear {
@@ -171,6 +215,13 @@ impl Linear {
     /// `x` is `[T, in]`; returns `[T, out]`. Each weight row is dequantised once
     /// and reused for every input row; rows are spread over threads.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        if self.round_input {
+            let mut xr = x.to_vec();
+            for row in xr.chunks_mut(self.in_dim()) {
+                round_activations(row, self.w.dtype);
+            }
+            return Linear { round_input: false, ..self.clone() }.forward(&xr);
+        }
         let (n_in, n_out) = (self.in_dim(), self.out_dim());
         let t = x.len() / n_in;
         // [out, T] first so each thread writes one contiguous chunk, then transpose.
@@ -225,5 +276,31 @@ mod tests {
             let (a, b) = (v(1, n), v(2, n));
             assert_eq!(dot(&a, &b).to_bits(), dot_ref(&a, &b).to_bits(), "n = {n}");
         }
+    }
+
+    #[test]
+    fn activation_rounding_lands_on_the_llamacpp_grids() {
+        let x: Vec<f32> = (0..512).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
+        // Q8_0: per 32, step d = amax/127 (stored as f16), within half a step.
+        let mut q = x.clone();
+        round_activations(&mut q, DType::Q8_0);
+        for (b, qb) in x.chunks(32).zip(q.chunks(32)) {
+            let d = half::f16::from_f32(b.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0).to_f32();
+            for (a, r) in b.iter().zip(qb) {
+                assert!((r / d - (r / d).round()).abs() < 1e-3, "{r} is not a multiple of {d}");
+                assert!((a - r).abs() <= 0.51 * d + 1e-6);
+            }
+        }
+        // Q8_K: per 256, 127 steps of max/127, within half a step.
+        let mut k = x.clone();
+        round_activations(&mut k, DType::Q4_K);
+        for (b, kb) in x.chunks(256).zip(k.chunks(256)) {
+            let d = b.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            assert!(b.iter().zip(kb).all(|(a, r)| (a - r).abs() <= 0.51 * d));
+        }
+        // f32 weights: untouched.
+        let mut f = x.clone();
+        round_activations(&mut f, DType::F32);
+        assert_eq!(f, x);
     }
 }

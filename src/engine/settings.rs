@@ -17,18 +17,21 @@ pub struct EngineSettings {
     /// Added to the positions of decode rows (every call after the first): the
     /// off-by-one a cache bug produces.
     pub decode_position_offset: i64,
+    /// Round each matmul's input as llama.cpp's CPU backend does for the weight
+    /// type (f16/bf16 rounding, Q8_0 or Q8_K activation quantisation).
+    pub activation_rounding: bool,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { kv_cache_dtype: DType::F32, decode_position_offset: 0 }
+        EngineSettings { kv_cache_dtype: DType::F32, decode_position_offset: 0, activation_rounding: false }
     }
 }
 
 pub const KNOWN: &[&str] = &[
     "rope.pairing", "rope.theta", "rope.scaling", "rope.rotary_dim", "rope.partial_layout", "qk_norm", "norm.eps",
     "norm.eps_placement", "norm.weight_offset", "moe.renormalize", "moe.softmax_before_topk",
-    "attn_scale", "sliding_window", "kv_cache_dtype", "decode_position_offset",
+    "attn_scale", "sliding_window", "kv_cache_dtype", "decode_position_offset", "activation_rounding",
 ];
 
 fn ov<T>(v: T, key: &str, val: &Value) -> Sourced<T> {
@@ -100,6 +103,13 @@ pub fn apply(cfg: &mut ModelConfig, eng: &mut EngineSettings, settings: &BTreeMa
                     "f16" => DType::F16,
                     "bf16" => DType::BF16,
                     _ => return Err(bad("f32, f16 or bf16")),
+                }
+            }
+            "activation_rounding" => {
+                eng.activation_rounding = match s()?.as_str() {
+                    "none" => false,
+                    "llamacpp" => true,
+                    _ => return Err(bad("none or llamacpp")),
                 }
             }
             "decode_position_offset" => {
