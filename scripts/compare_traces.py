@@ -93,13 +93,49 @@ def compare(subject, reference, nmse_flag=1e-9):
     return results, [(n, "subject" if n in ss else "reference") for n in only]
 
 
+def grid(pairs, nmse_flag):
+    """Markdown: one row per stage, one column per (subject, reference) pair,
+    each cell `min cosine / max NMSE` (ids: equal id sets per row)."""
+    cols, table, order = [], {}, []
+    for subject, reference in pairs:
+        col = pathlib.Path(subject).resolve().parent.name
+        cols.append(col)
+        res, _ = compare(subject, reference, nmse_flag)
+        for r in res:
+            if r["stage"] not in order:
+                order.append(r["stage"])
+            if "note" in r:
+                cell = r["note"]
+            elif "id_sets_equal" in r:
+                cell = f"ids {r['id_sets_equal']}"
+            else:
+                cell = f"{r['min_cos']:.6f} / {r['max_nmse']:.1e}"
+                if r["first_bad_row"] is not None:
+                    cell = f"**{cell}** (row {r['first_bad_row']})"
+            table[(r["stage"], col)] = cell
+    order.sort(key=stage_key)
+    print("| stage | " + " | ".join(cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for st in order:
+        print(f"| {st} | " + " | ".join(table.get((st, c), "-") for c in cols) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("subject")
     ap.add_argument("reference")
+    ap.add_argument("more", nargs="*", help="with --grid: further SUBJECT REFERENCE pairs")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    ap.add_argument("--grid", action="store_true", help="markdown grid of several pairs: stage x pair (column = subject's parent dir)")
     ap.add_argument("--nmse-flag", type=float, default=1e-9, help="NMSE above which a row counts as disagreeing")
     args = ap.parse_args()
+    if args.grid:
+        flat = [args.subject, args.reference, *args.more]
+        if len(flat) % 2:
+            ap.error("--grid takes SUBJECT REFERENCE pairs")
+        return grid(list(zip(flat[::2], flat[1::2])), args.nmse_flag)
+    if args.more:
+        ap.error("extra arguments need --grid")
     res, only = compare(args.subject, args.reference, args.nmse_flag)
     if args.markdown:
         print("| stage | min cosine | max NMSE | first row over flag |")

@@ -53,7 +53,9 @@ sys.argv = ["convert_hf_to_gguf.py", {str(model_dir)!r}, "--outtype", {outtype!r
 convert_hf_to_gguf.main()
 """
     env = dict(os.environ, NO_LOCAL_GGUF="1")  # we put the tree's gguf-py first ourselves
-    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        sys.exit(f"convert_hf_to_gguf.py failed on {model_dir}:\n{run.stdout[-2000:]}{run.stderr[-4000:]}")
 
 
 def main():
@@ -61,7 +63,7 @@ def main():
     ap.add_argument("model_dir")
     ap.add_argument("--outtype", required=True, choices=sorted(CONVERT | set(QUANTIZE)))
     ap.add_argument("--outfile", required=True)
-    ap.add_argument("--tree", default=DEFAULT_TREE, help="llama.cpp tree (scripts/build_llamacpp.sh)")
+    ap.add_argument("--tree", "--llama-cpp", dest="tree", default=DEFAULT_TREE, help="llama.cpp tree (scripts/build_llamacpp.sh)")
     ap.add_argument("--pre", default="gpt-2", help="known BPE pre-tokenizer to assume when the converter does not recognise ours")
     ap.add_argument("--from", dest="src", help="f32 GGUF to quantise (for q4_k_m / q6_k)")
     args = ap.parse_args()
