@@ -14,9 +14,9 @@ set -euo pipefail
 DIR=${1:-/work/llama-src}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-mkdir -p "$DIR"
-DIR=$(cd "$DIR" && pwd)
+DIR=$(realpath -m "$DIR")
 case "$DIR/" in "$REPO"/*) echo "refusing to build inside the repository ($DIR)" >&2; exit 2;; esac
+mkdir -p "$DIR"
 command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake; }
 cd "$DIR"
 if [ ! -f llama_cpp_python-0.3.36.tar.gz ]; then
