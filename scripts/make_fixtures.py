@@ -3,10 +3,12 @@
 per architecture the engine supports, built with transformers' own config and
 model classes, then trained briefly so their predictions have real margins.
 
-Training text: the docstrings of a fixed list of CPython standard-library
-modules (PSF License 2.0), read from the installed Python; no downloads.
+The tokenizer is scripts/make_tokenizer.py's. Training text: the docstrings of
+a fixed list of CPython standard-library modules (PSF License 2.0), read from
+the installed Python, plus a few ChatML exchanges; no downloads.
 
-    /work/lead/venv/bin/python scripts/make_fixtures.py [--only NAME] [--seconds 90]
+    /work/pyenv/bin/python scripts/make_fixtures.py [--only NAME] [--seconds 120]
+    (llama-wide was trained with --only llama-wide --seconds 240)
 
 Weights are committed (training is not bit-reproducible across machines);
 everything downstream of them (GGUF conversions, references) is regenerated
@@ -16,65 +18,21 @@ import argparse
 import json
 import pathlib
 import statistics
+import sys
 import time
 
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-FIX = ROOT / "fixtures"
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-MODULES = ["collections", "itertools", "functools", "json", "re", "string", "textwrap", "heapq", "bisect",
-           "random", "statistics", "fractions", "decimal", "datetime", "calendar", "pathlib", "argparse",
-           "logging", "unittest", "typing", "dataclasses", "contextlib", "shutil", "tempfile", "csv"]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from make_tokenizer import CHATS, FIX, chat_text, corpus, save_tokenizer, shared_tokenizer  # noqa: F401
 
 # The prompts every reference is made on (dump_hf.py imports these).
 LONG_PROMPT = ("Return a new list containing all items from the iterable in ascending order. "
                "A custom key function can be supplied to customize the sort order, and the reverse "
                "flag can be set to request the result in descending order.")
 CHAT_PROMPT = "What does the heapq module provide?"
-
-
-def corpus() -> str:
-    import importlib
-    import inspect
-    parts = []
-    for name in MODULES:
-        mod = importlib.import_module(name)
-        parts.append(inspect.getdoc(mod) or "")
-        for _, obj in sorted(vars(mod).items()):
-            doc = inspect.getdoc(obj) if (inspect.isfunction(obj) or inspect.isclass(obj)) else None
-            if doc:
-                parts.append(doc)
-    text = "\n\n".join(p for p in parts if p)
-    return text
-
-
-def chat_text(user, answer):
-    return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>\n"
-
-
-def make_tokenizer(text: str, vocab: int = 512) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator([text], trainer)
-    return tok
-
-
-def save_tokenizer(tok: Tokenizer, out: pathlib.Path):
-    tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-        "bos_token": None, "chat_template": CHAT_TEMPLATE, "model_max_length": 4096,
-    }, indent=2))
 
 
 def fixtures(vocab: int):
@@ -148,20 +106,8 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(101)
     torch.set_num_threads(2)
-    text = corpus()
-    chats = "".join(chat_text(q, a) for q, a in [
-        ("What does the heapq module provide?", "Heap queue algorithms, also known as the priority queue algorithm."),
-        ("What is a deque?", "A list-like sequence optimized for data accesses near its endpoints."),
-        ("What does bisect do?", "Bisection algorithms for keeping a list in sorted order."),
-    ]) * 20
-    text = text + "\n\n" + chats
-    FIX.mkdir(exist_ok=True)
-    tok_path = FIX / "tokenizer.json"
-    if tok_path.exists():
-        tok = Tokenizer.from_file(str(tok_path))
-    else:
-        tok = make_tokenizer(text)
-        tok.save(str(tok_path))
+    text = corpus()  # docstrings + ChatML exchanges (scripts/make_tokenizer.py)
+    tok = shared_tokenizer(text)
     ids = torch.tensor(tok.encode(text).ids)
     prompts = reference_prompts(tok)
     report = json.loads((FIX / "training.json").read_text()) if (FIX / "training.json").exists() else {}

@@ -8,6 +8,15 @@ the rest); proportional follows Gemma 4 (zero frequencies past the rotated
 pairs, rotate_half over the whole head).
 
     python scripts/rope_golden.py    ->  tests/data/rope/hf/<case>.{x,y}.npy + cases.yaml
+                                         reference/golden/rope/<case>.{x,y}.npy + cases.yaml
+
+The second set covers the sequence-length-dependent rules (dynamic NTK,
+LongRoPE) and more head sizes/positions. Its cos/sin come from calling
+transformers' LlamaRotaryEmbedding module itself (forward with position_ids,
+so the dynamic/longrope frequency updates of modeling_rope_utils run as they
+do in a model); each case records the seq_len those updates saw
+(max(position)+1 of the one call), the inv_freq and attention factor used.
+x/y are [T, H, hd] (rows = positions), float32.
 """
 import pathlib
 
@@ -18,7 +27,9 @@ import yaml
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.phi.modeling_phi import apply_rotary_pos_emb
 
-OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "rope" / "hf"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "data" / "rope" / "hf"
+OUT2 = ROOT / "reference" / "golden" / "rope"
 POSITIONS = list(range(10)) + [100, 1000, 4096, 30000]
 
 CASES = [
@@ -73,5 +84,60 @@ def main():
     print("wrote", len(manifest), "cases to", OUT)
 
 
+# name, head_dim, theta, max_position_embeddings, rope_parameters extras, positions
+SHORT = list(range(10))
+LONG = list(range(10)) + [1000, 5000]
+CASES2 = [
+    ("default-1e4-hd16", 16, 1e4, 512, {"rope_type": "default"}, LONG),
+    ("default-1e6-hd32", 32, 1e6, 512, {"rope_type": "default"}, LONG),
+    ("linear-f2-hd16", 16, 1e4, 512, {"rope_type": "linear", "factor": 2.0}, LONG),
+    ("llama3-hd32", 32, 5e5, 8192, {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                     "original_max_position_embeddings": 64}, LONG),
+    ("yarn-f8-hd16", 16, 1e6, 4096, {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 512}, LONG),
+    ("yarn-f4-beta-hd32", 32, 1e4, 2048, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512,
+                                          "beta_fast": 16.0, "beta_slow": 2.0}, LONG),
+    # dynamic NTK: within max_position_embeddings it is the default rule; past it the base grows with seq_len
+    ("dynamic-f2-within-hd16", 16, 1e4, 512, {"rope_type": "dynamic", "factor": 2.0}, SHORT),
+    ("dynamic-f2-beyond-hd16", 16, 1e4, 512, {"rope_type": "dynamic", "factor": 2.0}, LONG),
+    ("dynamic-f4-beyond-hd32", 32, 1e6, 512, {"rope_type": "dynamic", "factor": 4.0}, LONG),
+    # LongRoPE: short factors while seq_len <= original_max_position_embeddings, long factors past it
+    ("longrope-short-hd16", 16, 1e4, 2048, {"rope_type": "longrope", "original_max_position_embeddings": 512,
+                                            "short_factor": [1.0 + 0.05 * i for i in range(8)],
+                                            "long_factor": [1.0 + 0.5 * i for i in range(8)]}, SHORT),
+    ("longrope-long-hd16", 16, 1e4, 2048, {"rope_type": "longrope", "original_max_position_embeddings": 512,
+                                           "short_factor": [1.0 + 0.05 * i for i in range(8)],
+                                           "long_factor": [1.0 + 0.5 * i for i in range(8)]}, LONG),
+]
+
+
+def module_cases():
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as llama_apply
+    OUT2.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(11)
+    manifest = []
+    for name, hd, theta, maxpos, extra, positions in CASES2:
+        cfg = transformers.LlamaConfig(hidden_size=hd * 2, num_attention_heads=2, num_key_value_heads=2, head_dim=hd,
+                                       max_position_embeddings=maxpos, rope_parameters={"rope_theta": theta, **extra})
+        rot = LlamaRotaryEmbedding(cfg)
+        x = torch.randn(1, 2, len(positions), hd, generator=g)  # [B, H, T, hd]
+        pos = torch.tensor([positions])
+        cos, sin = rot(x, pos)
+        y, _ = llama_apply(x, x, cos, sin)
+        np.save(OUT2 / f"{name}.x.npy", x[0].transpose(0, 1).contiguous().numpy())  # [T, H, hd]
+        np.save(OUT2 / f"{name}.y.npy", y[0].transpose(0, 1).contiguous().numpy())
+        manifest.append({"name": name, "head_dim": hd, "heads": 2, "theta": theta, "max_position_embeddings": maxpos,
+                         "rope_parameters": extra, "partial_layout": None, "positions": positions,
+                         "seq_len": max(positions) + 1, "attention_factor": float(rot.attention_scaling),
+                         "inv_freq": [float(v) for v in rot.inv_freq]})
+    (OUT2 / "cases.yaml").write_text(yaml.safe_dump({
+        "transformers": transformers.__version__, "torch": str(torch.__version__),
+        "note": "cos/sin from LlamaRotaryEmbedding.forward (one call over all positions), y = apply_rotary_pos_emb(x); "
+                "x, y are [T, H, hd] float32 with row t at positions[t]",
+        "cases": manifest}, sort_keys=False))
+    print("wrote", len(manifest), "cases to", OUT2)
+
+
 if __name__ == "__main__":
     main()
+    module_cases()
