@@ -10,7 +10,7 @@ step is its own forward call through the KV cache; rows are concatenated and
 pick the same next tokens (recorded as producer.generate_agrees).
 
     python scripts/dump_hf.py --model fixtures/qwen3-tiny --prompt long --dtype f32 --out reference/qwen3-tiny/hf-f32-long
-    python scripts/dump_hf.py --model fixtures/llama-wide --prompt long --layers 1 --out reference/llama-wide/hf-f32-long-L1
+    python scripts/dump_hf.py --model fixtures/llama-wide --prompt long --layers 1 --like reference/llama-wide/hf-f32-long --out reference/llama-wide/hf-f32-long-L1
 """
 import argparse
 import hashlib
@@ -42,43 +42,82 @@ def sha256_file(p):
 
 
 def model_sha(model_dir: pathlib.Path):
+    """sha256 of model.safetensors, or for a sharded folder of the sorted lines
+    "<shard name> <sha256>\n". None when some shard is absent (a partial-depth
+    run on a folder holding only the shards it needs): the SPEC's hash is over
+    every shard, so it cannot be given then."""
     idx = model_dir / "model.safetensors.index.json"
     if not idx.exists():
         return sha256_file(model_dir / "model.safetensors")
     shards = sorted(set(json.loads(idx.read_text())["weight_map"].values()))
+    if not all((model_dir / s).exists() for s in shards):
+        return None
     lines = "".join(f"{s} {sha256_file(model_dir / s)}\n" for s in shards)
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def load_partial(model_dir: pathlib.Path, k: int, dtype):
-    """Build the model with its first k layers only, reading only their tensors
-    (and the embedding/head) from the (sharded) safetensors."""
+    """Build the model with its first k layers only and read only their tensors
+    (and the embedding and final norm) from the (sharded) safetensors, opening
+    only the shards the index names for them. The modules are made on the meta
+    device, so nothing is allocated but what is read; the output head is never
+    read (a partial trace has no logits) and stays on meta."""
     cfg = transformers.AutoConfig.from_pretrained(model_dir)
     cfg.num_hidden_layers = k
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = cfg.layer_types[:k]
     cfg._attn_implementation = "eager"
-    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=dtype)
-    want = set(model.state_dict().keys())
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    # Non-persistent buffers (the rotary inv_freq) are not in the checkpoint: rebuild that module for real.
+    with torch.device("cpu"):
+        model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config)
+    want = {n for n in model.state_dict().keys() if not n.startswith("lm_head.")}
     idx = model_dir / "model.safetensors.index.json"
-    files = sorted(set(json.loads(idx.read_text())["weight_map"].values())) if idx.exists() else ["model.safetensors"]
     wmap = json.loads(idx.read_text())["weight_map"] if idx.exists() else None
-    needed_files = sorted({wmap[n] for n in want if n in wmap}) if wmap else files
-    state = {}
-    for f in needed_files:
-        with safe_open(model_dir / f, framework="pt") as sf:
-            for n in sf.keys():
-                if n in want:
-                    state[n] = sf.get_tensor(n).to(dtype)
-    missing = want - set(state)
-    if cfg.tie_word_embeddings:
-        missing.discard("lm_head.weight")
+    if wmap is None:
+        with safe_open(model_dir / "model.safetensors", framework="pt") as sf:
+            wmap = {n: "model.safetensors" for n in sf.keys()}
+    n_exp = getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts", 0)
+    sources = {n: expert_sources(n, n_exp) if n not in wmap else [n] for n in want}
+    missing = sorted(n for n, src in sources.items() if any(x not in wmap for x in src))
     if missing:
-        raise SystemExit(f"partial load: missing {sorted(missing)[:5]}")
-    model.load_state_dict(state, strict=False)
-    if cfg.tie_word_embeddings:
-        model.tie_weights()
+        raise SystemExit(f"partial load: not in the checkpoint {missing[:5]}")
+    needed_files = sorted({wmap[x] for src in sources.values() for x in src})
+    # safe_open maps each shard; tensors are read one parameter at a time, so the
+    # peak is the loaded weights plus one parameter's per-expert pieces.
+    handles = {f: safe_open(model_dir / f, framework="pt") for f in needed_files}
+    state = {}
+    for n in sorted(sources):
+        parts = [handles[wmap[x]].get_tensor(x).to(dtype) for x in sources[n]]
+        state[n] = parts[0] if sources[n] == [n] else merge_experts(n, parts)
+    del handles
+    model.load_state_dict(state, strict=False, assign=True)
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
+            if t.is_meta and not n.startswith("lm_head.")]
+    if left:
+        raise SystemExit(f"partial load: not materialised {left[:5]}")
     return model.eval(), needed_files
+
+
+def expert_sources(name, n_exp):
+    """Checkpoint tensors behind one fused expert parameter of transformers 5.x MoE
+    modules (conversion_mapping.py, "qwen2_moe" family): gate_up_proj [E, 2I, H] is
+    the per-expert gate_proj and up_proj weights stacked over experts and
+    concatenated gate-first; down_proj [E, H, I] is the stacked down_proj weights."""
+    base, _, leaf = name.rpartition(".")
+    if leaf == "gate_up_proj":
+        return [f"{base}.{e}.gate_proj.weight" for e in range(n_exp)] + [f"{base}.{e}.up_proj.weight" for e in range(n_exp)]
+    if leaf == "down_proj":
+        return [f"{base}.{e}.down_proj.weight" for e in range(n_exp)]
+    return [name]
+
+
+def merge_experts(name, tensors):
+    if name.endswith(".gate_up_proj"):
+        e = len(tensors) // 2
+        return torch.cat([torch.stack(tensors[:e]), torch.stack(tensors[e:])], dim=1)
+    return torch.stack(tensors)
 
 
 class Recorder:
@@ -94,7 +133,7 @@ class Recorder:
         self.cur[name] = a.float().numpy() if a.dtype != torch.int64 else a.numpy()
 
 
-def install_hooks(model, rec: Recorder, n_heads, n_kv, head_dim):
+def install_hooks(model, rec: Recorder, n_heads, n_kv, head_dim, partial=False):
     base = model.model
     mod = importlib.import_module(type(model).__module__)
     hooks = []
@@ -131,7 +170,7 @@ def install_hooks(model, rec: Recorder, n_heads, n_kv, head_dim):
             hooks.append(layer.mlp.gate.register_forward_hook(router_hook))
         hooks.append(layer.mlp.register_forward_hook(h(lambda L=L: L("ffn_out"), T)))
         hooks.append(layer.register_forward_hook(h(lambda L=L: L("out"), T)))
-    if hasattr(base, "norm") and len(base.layers) == model.config.num_hidden_layers:
+    if hasattr(base, "norm") and not partial:  # a partial-depth trace has no final_norm (its norm would see layer K's output)
         hooks.append(base.norm.register_forward_hook(h(lambda: "final_norm", T)))
 
     # q_rope / k_rope: wrap the modeling module's apply_rotary_pos_emb ([B, H, T, hd] in and out).
@@ -240,8 +279,9 @@ def main():
         text = tok.apply_chat_template([{"role": "user", "content": CHAT_PROMPT}], tokenize=False, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False)["input_ids"]
 
+    shards_read = None
     if args.layers:
-        model, _ = load_partial(model_dir, args.layers, dtype)
+        model, shards_read = load_partial(model_dir, args.layers, dtype)
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager").eval()
     cfg = model.config
@@ -249,8 +289,8 @@ def main():
         mutate(model, args.mutate)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     rec = Recorder()
-    install_hooks(model, rec, cfg.num_attention_heads, cfg.num_key_value_heads, head_dim)
     partial = bool(args.layers)
+    install_hooks(model, rec, cfg.num_attention_heads, cfg.num_key_value_heads, head_dim, partial)
 
     tokens = list(ids)
     batches = []
@@ -276,13 +316,13 @@ def main():
             batches.append([start, len(tokens)])
             if step == args.decode:
                 break
-            if partial:
-                break  # no logits to choose a token from
             if replay:
                 a, b = replay[step + 1]
                 feed = list(like["tokens"][a:b])
                 tokens.extend(feed)
                 continue
+            if partial:
+                break  # no logits to choose a token from (use --like to replay a full trace's decode steps)
             nxt = int(o.logits[0, -1].float().argmax())
             tokens.append(nxt)
             feed = [nxt]
@@ -304,6 +344,10 @@ def main():
         if arr.dtype == np.int64:
             arr = arr.astype(np.int32)
             dt = "i32"
+        elif name.endswith(".expert_weights"):
+            # SPEC: f32 mixing weights; in bf16/f16 the model cast them to that dtype, widened exactly here
+            arr = arr.astype("<f4")
+            dt = "f32"
         elif args.dtype == "bf16":
             # numpy has no bfloat16: store the bit patterns as <u2 (values are exact bf16)
             arr = torch.from_numpy(arr).to(torch.bfloat16).view(torch.uint16).numpy().astype("<u2")
@@ -323,7 +367,8 @@ def main():
                      "torch": str(torch.__version__),
                      "command": "scripts/dump_hf.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                      **({"generate_agrees": gen_agrees} if gen_agrees is not None else {})},
-        "model": {"path": os.path.relpath(model_dir, out), "sha256": model_sha(model_dir), "arch": cfg.model_type, "dtype": args.dtype},
+        "model": {"path": os.path.relpath(model_dir, out), "sha256": model_sha(model_dir), "arch": cfg.model_type, "dtype": args.dtype,
+                  **({"shards_read": shards_read} if shards_read else {})},
         "settings": {"attn_implementation": "eager", "kv_cache_dtype": args.dtype, "threads": 2},
         "tokens": tokens,
         "positions": None,
