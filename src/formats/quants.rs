@@ -1,177 +1,288 @@
 //! Dequantisation of ggml block types, reproducing ggml's reference
 //! `dequantize_row_*` (ggml-quants.c) operation for operation, so results are
 //! bit-identical: products are rounded to f32 in the same order and never fused.
-//! Block layouts are ggml-common.h's; sizes are asserted at compile time.
+//!
+//! Each block is a `#[repr(C)]` struct mirroring its ggml-common.h typedef,
+//! with a compile-time size check against ggml's own `static_assert`. Fields
+//! are byte arrays only (an f16 is a little-endian byte pair), so every block
+//! has alignment 1 and any byte range of a memory map can be viewed as blocks.
+//! This is the plain twin that any faster kernel is tested against.
+
+use std::mem::size_of;
 
 use half::{bf16, f16};
 
 use crate::formats::tensor::DType;
 
+/// ggml-common.h `QK_K`: elements per k-quant super-block.
 const QK_K: usize = 256;
+/// ggml-common.h `QK4_0 = QK4_1 = QK5_0 = QK5_1 = QK8_0`.
+const QK: usize = 32;
+/// ggml-common.h `K_SCALE_SIZE`: packed 6-bit scales and mins of q4_K/q5_K.
+const K_SCALE_SIZE: usize = 12;
 
-// Block sizes (bytes) from ggml-common.h: `static_assert(sizeof(block_q4_0) == ...)`.
-const _: () = assert!(2 + 16 == 18); // block_q4_0 { ggml_half d; uint8_t qs[16]; }
-const _: () = assert!(2 + 2 + 16 == 20); // block_q4_1 { d, m; qs[16] }
-const _: () = assert!(2 + 4 + 16 == 22); // block_q5_0 { d; qh[4]; qs[16] }
-const _: () = assert!(2 + 2 + 4 + 16 == 24); // block_q5_1 { d, m; qh[4]; qs[16] }
-const _: () = assert!(2 + 32 == 34); // block_q8_0 { d; int8_t qs[32] }
-const _: () = assert!(QK_K / 16 + QK_K / 4 + 2 + 2 == 84); // block_q2_K { scales[16]; qs[64]; d; dmin }
-const _: () = assert!(QK_K / 8 + QK_K / 4 + 12 + 2 == 110); // block_q3_K { hmask[32]; qs[64]; scales[12]; d }
-const _: () = assert!(2 + 2 + 12 + QK_K / 2 == 144); // block_q4_K { d; dmin; scales[12]; qs[128] }
-const _: () = assert!(2 + 2 + 12 + QK_K / 8 + QK_K / 2 == 176); // block_q5_K { d; dmin; scales[12]; qh[32]; qs[128] }
-const _: () = assert!(QK_K / 2 + QK_K / 4 + QK_K / 16 + 2 == 210); // block_q6_K { ql[128]; qh[64]; scales[16]; d }
+/// `ggml_half`, stored little-endian; a byte pair rather than `f16` keeps alignment 1.
+type Half = [u8; 2];
 
-#[inline]
-fn h(b: &[u8], at: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
+#[inline(always)]
+fn f32_of(h: Half) -> f32 {
+    f16::from_le_bytes(h).to_f32()
 }
+
+/// ggml-common.h `block_q4_0`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlockQ4_0 {
+    d: Half,
+    qs: [u8; QK / 2],
+}
+
+/// ggml-common.h `block_q4_1` (`d` and `m` in a union with `dm`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlockQ4_1 {
+    d: Half,
+    m: Half,
+    qs: [u8; QK / 2],
+}
+
+/// ggml-common.h `block_q5_0`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlockQ5_0 {
+    d: Half,
+    qh: [u8; 4],
+    qs: [u8; QK / 2],
+}
+
+/// ggml-common.h `block_q5_1`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlockQ5_1 {
+    d: Half,
+    m: Half,
+    qh: [u8; 4],
+    qs: [u8; QK / 2],
+}
+
+/// ggml-common.h `block_q8_0`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlockQ8_0 {
+    d: Half,
+    qs: [i8; QK],
+}
+
+/// ggml-common.h `block_q2_K` (`d`, `dmin` last).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlockQ2K {
+    scales: [u8; QK_K / 16],
+    qs: [u8; QK_K / 4],
+    d: Half,
+    dmin: Half,
+}
+
+/// ggml-common.h `block_q3_K`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlockQ3K {
+    hmask: [u8; QK_K / 8],
+    qs: [u8; QK_K / 4],
+    scales: [u8; 12],
+    d: Half,
+}
+
+/// ggml-common.h `block_q4_K`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlockQ4K {
+    d: Half,
+    dmin: Half,
+    scales: [u8; K_SCALE_SIZE],
+    qs: [u8; QK_K / 2],
+}
+
+/// ggml-common.h `block_q5_K`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlockQ5K {
+    d: Half,
+    dmin: Half,
+    scales: [u8; K_SCALE_SIZE],
+    qh: [u8; QK_K / 8],
+    qs: [u8; QK_K / 2],
+}
+
+/// ggml-common.h `block_q6_K` (`d` last).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlockQ6K {
+    ql: [u8; QK_K / 2],
+    qh: [u8; QK_K / 4],
+    scales: [i8; QK_K / 16],
+    d: Half,
+}
+
+// ggml-common.h's `static_assert(sizeof(block_*) == ...)`, same expressions.
+const _: () = assert!(size_of::<BlockQ4_0>() == 2 + QK / 2);
+const _: () = assert!(size_of::<BlockQ4_1>() == 2 * 2 + QK / 2);
+const _: () = assert!(size_of::<BlockQ5_0>() == 2 + 4 + QK / 2);
+const _: () = assert!(size_of::<BlockQ5_1>() == 2 * 2 + 4 + QK / 2);
+const _: () = assert!(size_of::<BlockQ8_0>() == 2 + QK);
+const _: () = assert!(size_of::<BlockQ2K>() == 2 * 2 + QK_K / 16 + QK_K / 4);
+const _: () = assert!(size_of::<BlockQ3K>() == 2 + QK_K / 4 + QK_K / 8 + 12);
+const _: () = assert!(size_of::<BlockQ4K>() == 2 * 2 + K_SCALE_SIZE + QK_K / 2);
+const _: () = assert!(size_of::<BlockQ5K>() == 2 * 2 + K_SCALE_SIZE + QK_K / 2 + QK_K / 8);
+const _: () = assert!(size_of::<BlockQ6K>() == 2 + QK_K / 16 + 3 * QK_K / 4);
+
+macro_rules! pod_blocks {
+    ($($t:ty),*) => {$(
+        // SAFETY: repr(C) structs of u8/i8 arrays only: alignment 1, no padding
+        // (the size assertions above equal the sum of the fields), every bit
+        // pattern valid.
+        unsafe impl bytemuck::Zeroable for $t {}
+        unsafe impl bytemuck::Pod for $t {}
+    )*};
+}
+pod_blocks!(BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K);
 
 /// Dequantise `bytes` (a whole number of blocks of `dtype`) into `out`.
-/// Callers guarantee the lengths agree (checked when the tensor was built).
+/// Callers guarantee the lengths agree (checked when the tensor was built);
+/// if they do not, only the blocks both sides hold are written.
 pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) {
-    let (be, bb) = dtype.block();
     match dtype {
-        DType::F32 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        DType::F16 => match bytemuck::try_cast_slice::<u8, f16>(bytes) {
-            // Aligned: the half crate converts whole slices with F16C where the CPU has it.
-            Ok(h) => half::slice::HalfFloatSliceExt::convert_to_f32_slice(h, &mut out[..h.len()]),
-            Err(_) => {
-                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
-                }
-            }
-        },
-        DType::BF16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
-            }
-        }
-        DType::I32 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32;
-            }
-        }
-        DType::I64 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
-                *o = i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32;
-            }
-        }
+        DType::F32 => plain::<4>(bytes, out, |c| f32::from_le_bytes(c)),
+        DType::F16 => f16_row(bytes, out),
+        DType::BF16 => plain::<2>(bytes, out, |c| bf16::from_le_bytes(c).to_f32()),
+        DType::I32 => plain::<4>(bytes, out, |c| i32::from_le_bytes(c) as f32),
+        DType::I64 => plain::<8>(bytes, out, |c| i64::from_le_bytes(c) as f32),
         // Dispatch once per row, not per block, so each block loop inlines and vectorises.
-        DType::Q8_0 => {
-            for (b, y) in bytes.chunks_exact(34).zip(out.chunks_exact_mut(32)) {
-                if let (Ok(b), Ok(y)) = (<&[u8; 34]>::try_from(b), <&mut [f32; 32]>::try_from(y)) {
-                    q8_0(b, y);
-                }
-            }
-        }
-        DType::Q4_K => {
-            for (b, y) in bytes.chunks_exact(144).zip(out.chunks_exact_mut(256)) {
-                if let (Ok(b), Ok(y)) = (<&[u8; 144]>::try_from(b), <&mut [f32; 256]>::try_from(y)) {
-                    q4_k(b, y);
-                }
-            }
-        }
-        DType::Q6_K => {
-            for (b, y) in bytes.chunks_exact(210).zip(out.chunks_exact_mut(256)) {
-                if let (Ok(b), Ok(y)) = (<&[u8; 210]>::try_from(b), <&mut [f32; 256]>::try_from(y)) {
-                    q6_k(b, y);
-                }
-            }
-        }
-        _ => {
-            let f: fn(&[u8], &mut [f32]) = match dtype {
-                DType::Q4_0 => q4_0,
-                DType::Q4_1 => q4_1,
-                DType::Q5_0 => q5_0,
-                DType::Q5_1 => q5_1,
-                DType::Q2_K => q2_k,
-                DType::Q3_K => q3_k,
-                DType::Q5_K => q5_k,
-                _ => unreachable!("plain types, q8_0, q4_k and q6_k handled above"),
-            };
-            for (b, y) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(be)) {
-                f(b, y);
-            }
-        }
+        DType::Q4_0 => blocks(bytes, out, q4_0),
+        DType::Q4_1 => blocks(bytes, out, q4_1),
+        DType::Q5_0 => blocks(bytes, out, q5_0),
+        DType::Q5_1 => blocks(bytes, out, q5_1),
+        DType::Q8_0 => blocks(bytes, out, q8_0),
+        DType::Q2_K => blocks(bytes, out, q2_k),
+        DType::Q3_K => blocks(bytes, out, q3_k),
+        DType::Q4_K => blocks(bytes, out, q4_k),
+        DType::Q5_K => blocks(bytes, out, q5_k),
+        DType::Q6_K => blocks(bytes, out, q6_k),
     }
 }
 
-/// block_q4_0: `y[j] = (lo(qs[j]) - 8) * d`, `y[j+16] = (hi(qs[j]) - 8) * d`.
-fn q4_0(b: &[u8], y: &mut [f32]) {
-    let d = h(b, 0);
-    let qs = &b[2..18];
-    for j in 0..16 {
-        y[j] = ((qs[j] & 0x0F) as i32 - 8) as f32 * d;
-        y[j + 16] = ((qs[j] >> 4) as i32 - 8) as f32 * d;
-    }
-}
-
-/// block_q4_1: `y = q * d + m`.
-fn q4_1(b: &[u8], y: &mut [f32]) {
-    let (d, m) = (h(b, 0), h(b, 2));
-    let qs = &b[4..20];
-    for j in 0..16 {
-        y[j] = (qs[j] & 0x0F) as f32 * d + m;
-        y[j + 16] = (qs[j] >> 4) as f32 * d + m;
-    }
-}
-
-/// block_q5_0: 4 low bits in qs, the fifth in qh (little-endian u32); `y = (q - 16) * d`.
-fn q5_0(b: &[u8], y: &mut [f32]) {
-    let d = h(b, 0);
-    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-    let qs = &b[6..22];
-    for j in 0..16 {
-        let xh0 = (((qh >> j) << 4) & 0x10) as u8;
-        let xh1 = ((qh >> (j + 12)) & 0x10) as u8;
-        y[j] = (((qs[j] & 0x0F) | xh0) as i32 - 16) as f32 * d;
-        y[j + 16] = (((qs[j] >> 4) | xh1) as i32 - 16) as f32 * d;
-    }
-}
-
-/// block_q5_1: as q5_0 without the offset, plus `m`.
-fn q5_1(b: &[u8], y: &mut [f32]) {
-    let (d, m) = (h(b, 0), h(b, 2));
-    let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-    let qs = &b[8..24];
-    for j in 0..16 {
-        let xh0 = (((qh >> j) << 4) & 0x10) as u8;
-        let xh1 = ((qh >> (j + 12)) & 0x10) as u8;
-        y[j] = ((qs[j] & 0x0F) | xh0) as f32 * d + m;
-        y[j + 16] = ((qs[j] >> 4) | xh1) as f32 * d + m;
-    }
-}
-
-/// block_q8_0: `y = qs * d` (fixed-size arrays: no bounds checks, vectorises).
+/// One value per `N` little-endian bytes.
 #[inline(always)]
-fn q8_0(b: &[u8; 34], y: &mut [f32; 32]) {
-    let d = h(b, 0);
-    for j in 0..32 {
-        y[j] = (b[2 + j] as i8) as f32 * d;
+fn plain<const N: usize>(bytes: &[u8], out: &mut [f32], f: impl Fn([u8; N]) -> f32) {
+    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(N)) {
+        if let Ok(c) = <[u8; N]>::try_from(c) {
+            *o = f(c);
+        }
     }
 }
 
-/// block_q2_K: 16 sub-blocks of 16, 4-bit scale and 4-bit min each; 2-bit quants.
-fn q2_k(b: &[u8], y: &mut [f32]) {
-    let scales = &b[0..16];
-    let qs = &b[16..80];
-    let (d, min) = (h(b, 80), h(b, 82));
+fn f16_row(bytes: &[u8], out: &mut [f32]) {
+    match bytemuck::try_cast_slice::<u8, f16>(bytes) {
+        // Aligned: the half crate converts whole slices with F16C where the CPU has it.
+        Ok(h) => {
+            let n = h.len().min(out.len());
+            half::slice::HalfFloatSliceExt::convert_to_f32_slice(&h[..n], &mut out[..n]);
+        }
+        Err(_) => plain::<2>(bytes, out, |c| f16::from_le_bytes(c).to_f32()),
+    }
+}
+
+/// Views `bytes` as blocks `B` and decodes each into the next `N` outputs.
+/// Fixed-size arrays on both sides let the block loops drop their bounds checks.
+#[inline(always)]
+fn blocks<B: bytemuck::Pod, const N: usize>(bytes: &[u8], out: &mut [f32], f: impl Fn(&B, &mut [f32; N])) {
+    let n = (bytes.len() / size_of::<B>()).min(out.len() / N);
+    // Cannot fail: B has alignment 1 and the slice is a whole number of blocks.
+    let Ok(bs) = bytemuck::try_cast_slice::<u8, B>(&bytes[..n * size_of::<B>()]) else { return };
+    for (b, y) in bs.iter().zip(out.chunks_exact_mut(N)) {
+        if let Ok(y) = <&mut [f32; N]>::try_from(y) {
+            f(b, y);
+        }
+    }
+}
+
+/// `dequantize_row_q4_0`: `y[j] = (lo(qs[j]) - 8) * d`, `y[j+16] = (hi(qs[j]) - 8) * d`
+/// (low nibbles are the first half of the block, not interleaved).
+#[inline(always)]
+fn q4_0(b: &BlockQ4_0, y: &mut [f32; QK]) {
+    let d = f32_of(b.d);
+    for j in 0..QK / 2 {
+        y[j] = ((b.qs[j] & 0x0F) as i32 - 8) as f32 * d;
+        y[j + QK / 2] = ((b.qs[j] >> 4) as i32 - 8) as f32 * d;
+    }
+}
+
+/// `dequantize_row_q4_1`: `y = q * d + m` (two roundings, as ggml-base is built without FMA).
+#[inline(always)]
+fn q4_1(b: &BlockQ4_1, y: &mut [f32; QK]) {
+    let (d, m) = (f32_of(b.d), f32_of(b.m));
+    for j in 0..QK / 2 {
+        y[j] = (b.qs[j] & 0x0F) as f32 * d + m;
+        y[j + QK / 2] = (b.qs[j] >> 4) as f32 * d + m;
+    }
+}
+
+/// The fifth bits of q5_0/q5_1 element `j` and `j + 16`, from `qh` read as a little-endian u32.
+#[inline(always)]
+fn q5_high(qh: u32, j: usize) -> (u8, u8) {
+    ((((qh >> j) << 4) & 0x10) as u8, ((qh >> (j + 12)) & 0x10) as u8)
+}
+
+/// `dequantize_row_q5_0`: 4 low bits in qs, the fifth in qh; `y = (q - 16) * d`.
+#[inline(always)]
+fn q5_0(b: &BlockQ5_0, y: &mut [f32; QK]) {
+    let d = f32_of(b.d);
+    let qh = u32::from_le_bytes(b.qh);
+    for j in 0..QK / 2 {
+        let (xh0, xh1) = q5_high(qh, j);
+        y[j] = (((b.qs[j] & 0x0F) | xh0) as i32 - 16) as f32 * d;
+        y[j + QK / 2] = (((b.qs[j] >> 4) | xh1) as i32 - 16) as f32 * d;
+    }
+}
+
+/// `dequantize_row_q5_1`: as q5_0 without the offset, plus `m`.
+#[inline(always)]
+fn q5_1(b: &BlockQ5_1, y: &mut [f32; QK]) {
+    let (d, m) = (f32_of(b.d), f32_of(b.m));
+    let qh = u32::from_le_bytes(b.qh);
+    for j in 0..QK / 2 {
+        let (xh0, xh1) = q5_high(qh, j);
+        y[j] = ((b.qs[j] & 0x0F) | xh0) as f32 * d + m;
+        y[j + QK / 2] = ((b.qs[j] >> 4) | xh1) as f32 * d + m;
+    }
+}
+
+/// `dequantize_row_q8_0`: `y = qs * d`.
+#[inline(always)]
+fn q8_0(b: &BlockQ8_0, y: &mut [f32; QK]) {
+    let d = f32_of(b.d);
+    for j in 0..QK {
+        y[j] = b.qs[j] as f32 * d;
+    }
+}
+
+/// `dequantize_row_q2_K`: 16 sub-blocks of 16, each with a 4-bit scale (low
+/// nibble) and 4-bit min (high nibble); 2-bit quants, four per byte. Output
+/// order: for each half n, for each shift, 16 values from `qs[32n..32n+16]`
+/// then 16 from `qs[32n+16..32n+32]`.
+#[inline(always)]
+fn q2_k(b: &BlockQ2K, y: &mut [f32; QK_K]) {
+    let (d, min) = (f32_of(b.d), f32_of(b.dmin));
     let mut is = 0;
     let mut o = 0;
-    for n in 0..2 {
-        let q = &qs[32 * n..32 * n + 32];
+    for q in b.qs.chunks_exact(32) {
         for shift in [0, 2, 4, 6] {
-            for half in 0..2 {
-                let sc = scales[is];
+            for part in q.chunks_exact(16) {
+                let sc = b.scales[is];
                 is += 1;
-                let dl = d * (sc & 0xF) as f32;
-                let ml = min * (sc >> 4) as f32;
-                for l in 0..16 {
-                    y[o] = dl * ((q[l + 16 * half] >> shift) & 3) as f32 - ml;
+                let (dl, ml) = (d * (sc & 0xF) as f32, min * (sc >> 4) as f32);
+                for &qv in part {
+                    y[o] = dl * ((qv >> shift) & 3) as f32 - ml;
                     o += 1;
                 }
             }
@@ -179,37 +290,44 @@ fn q2_k(b: &[u8], y: &mut [f32]) {
     }
 }
 
-/// block_q3_K: 2 low bits in qs, the third (inverted) in hmask; 6-bit signed scales.
-fn q3_k(b: &[u8], y: &mut [f32]) {
-    let hm = &b[0..32];
-    let qs = &b[32..96];
-    let d_all = h(b, 108);
-    // Unpack the 12 scale bytes into 16 6-bit scales (ggml's kmask shuffle).
-    let mut aux = [0u32; 4];
-    for (i, a) in aux.iter_mut().take(3).enumerate() {
-        *a = u32::from_le_bytes([b[96 + 4 * i], b[97 + 4 * i], b[98 + 4 * i], b[99 + 4 * i]]);
-    }
+/// The 16 signed 6-bit scales of a q3_K block, unpacked from 12 bytes as
+/// ggml does it (four u32 words shuffled with kmask1/kmask2), still biased by 32.
+fn q3_k_scales(packed: &[u8; 12]) -> [u8; 16] {
+    let word = |i: usize| u32::from_le_bytes([packed[4 * i], packed[4 * i + 1], packed[4 * i + 2], packed[4 * i + 3]]);
+    let (a0, a1, tmp) = (word(0), word(1), word(2));
     let (k1, k2) = (0x0303_0303u32, 0x0f0f_0f0fu32);
-    let tmp = aux[2];
-    aux[2] = ((aux[0] >> 4) & k2) | (((tmp >> 4) & k1) << 4);
-    aux[3] = ((aux[1] >> 4) & k2) | (((tmp >> 6) & k1) << 4);
-    aux[0] = (aux[0] & k2) | ((tmp & k1) << 4);
-    aux[1] = (aux[1] & k2) | (((tmp >> 2) & k1) << 4);
-    let scales: Vec<i8> = aux.iter().flat_map(|a| a.to_le_bytes()).map(|x| x as i8).collect();
+    let aux = [
+        (a0 & k2) | ((tmp & k1) << 4),
+        (a1 & k2) | (((tmp >> 2) & k1) << 4),
+        ((a0 >> 4) & k2) | (((tmp >> 4) & k1) << 4),
+        ((a1 >> 4) & k2) | (((tmp >> 6) & k1) << 4),
+    ];
+    let mut out = [0u8; 16];
+    for (o, a) in out.chunks_exact_mut(4).zip(aux) {
+        o.copy_from_slice(&a.to_le_bytes());
+    }
+    out
+}
+
+/// `dequantize_row_q3_K`: 2 low bits in qs, the third in hmask (set bit means
+/// no -4), 6-bit scales biased by 32; same output order as q2_K. The hmask bit
+/// advances once per shift and is not reset between the two halves.
+#[inline(always)]
+fn q3_k(b: &BlockQ3K, y: &mut [f32; QK_K]) {
+    let d_all = f32_of(b.d);
+    let scales = q3_k_scales(&b.scales);
     let mut is = 0;
     let mut o = 0;
     let mut m = 1u8;
-    for n in 0..2 {
-        let q = &qs[32 * n..32 * n + 32];
+    for q in b.qs.chunks_exact(32) {
         for shift in [0, 2, 4, 6] {
-            for half in 0..2 {
+            for (part, hm) in q.chunks_exact(16).zip(b.hmask.chunks_exact(16)) {
+                // Unpacked scales are 0..=63, so ggml's int8_t view of them never turns negative.
                 let dl = d_all * (scales[is] as i32 - 32) as f32;
                 is += 1;
-                for l in 0..16 {
-                    let i = l + 16 * half;
-                    let low = ((q[i] >> shift) & 3) as i32;
-                    let hi = if hm[i] & m != 0 { 0 } else { 4 };
-                    y[o] = dl * (low - hi) as f32;
+                for (&qv, &h) in part.iter().zip(hm) {
+                    let sub = if h & m != 0 { 0 } else { 4 };
+                    y[o] = dl * (((qv >> shift) & 3) as i32 - sub) as f32;
                     o += 1;
                 }
             }
@@ -219,7 +337,8 @@ fn q3_k(b: &[u8], y: &mut [f32]) {
 }
 
 /// ggml's `get_scale_min_k4`: the j-th 6-bit scale and min of a q4_K/q5_K block.
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+#[inline(always)]
+fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
@@ -227,18 +346,22 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-/// block_q4_K: 8 sub-blocks of 32 with 6-bit scales and mins.
+/// Scale and min of sub-block `j` of a q4_K/q5_K block, each rounded to f32 once, as ggml does.
 #[inline(always)]
-fn q4_k(b: &[u8; 144], y: &mut [f32; 256]) {
-    let (d, dmin) = (h(b, 0), h(b, 2));
-    let sc = &b[4..16];
-    let qs = &b[16..144];
+fn k4_scale(j: usize, scales: &[u8; K_SCALE_SIZE], d: f32, dmin: f32) -> (f32, f32) {
+    let (sc, m) = scale_min_k4(j, scales);
+    (d * sc as f32, dmin * m as f32)
+}
+
+/// `dequantize_row_q4_K`: 8 sub-blocks of 32 with 6-bit scales and mins;
+/// chunk c's bytes give 32 low-nibble values then 32 high-nibble values.
+#[inline(always)]
+fn q4_k(b: &BlockQ4K, y: &mut [f32; QK_K]) {
+    let (d, dmin) = (f32_of(b.d), f32_of(b.dmin));
     for c in 0..4 {
-        let q = &qs[32 * c..32 * c + 32];
-        let (s1, m1) = scale_min_k4(2 * c, sc);
-        let (s2, m2) = scale_min_k4(2 * c + 1, sc);
-        let (d1, m1) = (d * s1 as f32, dmin * m1 as f32);
-        let (d2, m2) = (d * s2 as f32, dmin * m2 as f32);
+        let q = &b.qs[32 * c..32 * c + 32];
+        let (d1, m1) = k4_scale(2 * c, &b.scales, d, dmin);
+        let (d2, m2) = k4_scale(2 * c + 1, &b.scales, d, dmin);
         for l in 0..32 {
             y[64 * c + l] = d1 * (q[l] & 0xF) as f32 - m1;
             y[64 * c + 32 + l] = d2 * (q[l] >> 4) as f32 - m2;
@@ -246,36 +369,33 @@ fn q4_k(b: &[u8; 144], y: &mut [f32; 256]) {
     }
 }
 
-/// block_q5_K: q4_K plus a fifth bit per value in qh.
-fn q5_k(b: &[u8], y: &mut [f32]) {
-    let (d, dmin) = (h(b, 0), h(b, 2));
-    let sc = &b[4..16];
-    let qh = &b[16..48];
-    let qs = &b[48..176];
+/// `dequantize_row_q5_K`: q4_K plus a fifth bit per value in qh (bit 2c for
+/// the low nibbles of chunk c, bit 2c+1 for the high ones).
+#[inline(always)]
+fn q5_k(b: &BlockQ5K, y: &mut [f32; QK_K]) {
+    let (d, dmin) = (f32_of(b.d), f32_of(b.dmin));
     for c in 0..4 {
-        let q = &qs[32 * c..32 * c + 32];
+        let q = &b.qs[32 * c..32 * c + 32];
         let (u1, u2) = (1u8 << (2 * c), 1u8 << (2 * c + 1));
-        let (s1, m1) = scale_min_k4(2 * c, sc);
-        let (s2, m2) = scale_min_k4(2 * c + 1, sc);
-        let (d1, m1) = (d * s1 as f32, dmin * m1 as f32);
-        let (d2, m2) = (d * s2 as f32, dmin * m2 as f32);
+        let (d1, m1) = k4_scale(2 * c, &b.scales, d, dmin);
+        let (d2, m2) = k4_scale(2 * c + 1, &b.scales, d, dmin);
         for l in 0..32 {
-            let hi1 = if qh[l] & u1 != 0 { 16 } else { 0 };
-            let hi2 = if qh[l] & u2 != 0 { 16 } else { 0 };
+            let hi1 = if b.qh[l] & u1 != 0 { 16 } else { 0 };
+            let hi2 = if b.qh[l] & u2 != 0 { 16 } else { 0 };
             y[64 * c + l] = d1 * ((q[l] & 0xF) + hi1) as f32 - m1;
             y[64 * c + 32 + l] = d2 * ((q[l] >> 4) + hi2) as f32 - m2;
         }
     }
 }
 
-/// block_q6_K: 4 low bits in ql, 2 high in qh, signed 8-bit scales per 16; `d` last.
+/// `dequantize_row_q6_K`: 4 low bits in ql, 2 high in qh, signed 8-bit scales per 16.
 #[inline(always)]
-fn q6_k(b: &[u8; 210], y: &mut [f32; 256]) {
-    let d = h(b, 208);
+fn q6_k(b: &BlockQ6K, y: &mut [f32; QK_K]) {
+    let d = f32_of(b.d);
     for n in 0..2 {
-        let ql = &b[64 * n..64 * n + 64];
-        let qh = &b[128 + 32 * n..128 + 32 * n + 32];
-        let sc = &b[192 + 8 * n..192 + 8 * n + 8];
+        let ql = &b.ql[64 * n..64 * n + 64];
+        let qh = &b.qh[32 * n..32 * n + 32];
+        let sc = &b.scales[8 * n..8 * n + 8];
         let yy = &mut y[128 * n..128 * n + 128];
         for l in 0..32 {
             let is = l / 16;
@@ -284,10 +404,45 @@ fn q6_k(b: &[u8; 210], y: &mut [f32; 256]) {
             let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
             let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
             // ggml: `d * sc[is] * q`, evaluated left to right.
-            yy[l] = d * (sc[is] as i8) as f32 * q1 as f32;
-            yy[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
-            yy[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
-            yy[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+            yy[l] = d * sc[is] as f32 * q1 as f32;
+            yy[l + 32] = d * sc[is + 2] as f32 * q2 as f32;
+            yy[l + 64] = d * sc[is + 4] as f32 * q3 as f32;
+            yy[l + 96] = d * sc[is + 6] as f32 * q4 as f32;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The block structs and `DType::block` describe the same bytes.
+    #[test]
+    fn block_structs_match_dtype_sizes() {
+        let sizes = [
+            (DType::Q4_0, size_of::<BlockQ4_0>(), QK),
+            (DType::Q4_1, size_of::<BlockQ4_1>(), QK),
+            (DType::Q5_0, size_of::<BlockQ5_0>(), QK),
+            (DType::Q5_1, size_of::<BlockQ5_1>(), QK),
+            (DType::Q8_0, size_of::<BlockQ8_0>(), QK),
+            (DType::Q2_K, size_of::<BlockQ2K>(), QK_K),
+            (DType::Q3_K, size_of::<BlockQ3K>(), QK_K),
+            (DType::Q4_K, size_of::<BlockQ4K>(), QK_K),
+            (DType::Q5_K, size_of::<BlockQ5K>(), QK_K),
+            (DType::Q6_K, size_of::<BlockQ6K>(), QK_K),
+        ];
+        for (dt, bytes, elems) in sizes {
+            assert_eq!(dt.block(), (elems, bytes), "{dt}");
+        }
+    }
+
+    /// Unaligned input and short buffers never panic: only whole blocks both sides hold are written.
+    #[test]
+    fn mismatched_lengths_write_only_whole_blocks() {
+        let bytes = vec![0x11u8; 3 * 34 + 5];
+        let mut out = vec![f32::NAN; 2 * 32 + 7];
+        dequantize(DType::Q8_0, &bytes[1..], &mut out);
+        assert!(out[..64].iter().all(|x| x.is_finite()));
+        assert!(out[64..].iter().all(|x| x.is_nan()));
     }
 }
