@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod generate;
+pub mod kernels;
 pub mod model;
 pub mod ops;
 pub mod rope;

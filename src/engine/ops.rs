@@ -212,39 +212,32 @@ impl Linear {
         self.w.row_len()
     }
 
-    /// `x` is `[T, in]`; returns `[T, out]`. Each weight row is dequantised once
-    /// and reused for every input row; rows are spread over threads.
+    /// `x` is `[T, in]`; returns `[T, out]`. Weight rows are read in their
+    /// stored type by the fused kernels (`engine::kernels`), each row once for
+    /// all input rows; rows are spread over threads.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        if self.round_input {
-            let mut xr = x.to_vec();
-            for row in xr.chunks_mut(self.in_dim()) {
-                round_activations(row, self.w.dtype);
-            }
-            return Linear { round_input: false, ..self.clone() }.forward(&xr);
-        }
-        let (n_in, n_out) = (self.in_dim(), self.out_dim());
+        use crate::engine::kernels::{f32act, q8act};
+        let (n_in, n_out, dtype) = (self.in_dim(), self.out_dim(), self.w.dtype);
         let t = x.len() / n_in;
+        let acts = if self.round_input { q8act::quantize(dtype, x, n_in) } else { None };
+        let rounded;
+        let x = if self.round_input && acts.is_none() {
+            let mut r = x.to_vec();
+            r.chunks_mut(n_in).for_each(|row| round_activations(row, dtype));
+            rounded = r;
+            &rounded[..]
+        } else {
+            x
+        };
         // [out, T] first so each thread writes one contiguous chunk, then transpose.
         let mut yt = vec![0f32; n_out * t];
         const ROWS: usize = 16;
         yt.par_chunks_mut(ROWS * t).enumerate().for_each(|(c, chunk)| {
-            let mut row = vec![0f32; n_in];
             for (j, ys) in chunk.chunks_mut(t).enumerate() {
-                let r = c * ROWS + j;
-                let w: &[f32] = if self.w.dtype == DType::F32 {
-                    match bytemuck::try_cast_slice(self.w.row_bytes(r)) {
-                        Ok(s) => s,
-                        Err(_) => {
-                            self.w.dequant_row(r, &mut row);
-                            &row
-                        }
-                    }
-                } else {
-                    self.w.dequant_row(r, &mut row);
-                    &row
-                };
-                for (ti, y) in ys.iter_mut().enumerate() {
-                    *y = dot(&x[ti * n_in..(ti + 1) * n_in], w);
+                let w = self.w.row_bytes(c * ROWS + j);
+                match &acts {
+                    Some(a) => q8act::dot_rows(dtype, w, a, ys),
+                    None => f32act::dot_rows(dtype, w, x, n_in, ys),
                 }
             }
         });
