@@ -111,7 +111,9 @@ pub struct Meta {
 impl Meta {
     /// The running command line and the current date (`PARITY_REPORT_DATE` overrides it).
     pub fn current(heat: HeatMetric) -> Meta {
-        Meta { command: std::env::args().collect::<Vec<_>>().join(" "), date: now(), heat }
+        // argv[0] as its file name: where the binary was built says nothing about the run.
+        let args: Vec<String> = std::env::args().enumerate().map(|(i, a)| if i == 0 { Path::new(&a).file_name().map_or(a.clone(), |f| f.to_string_lossy().into_owned()) } else { a }).collect();
+        Meta { command: args.join(" "), date: now(), heat }
     }
 }
 

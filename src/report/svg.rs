@@ -159,11 +159,12 @@ pub fn lines(labels: &[String], series: &[Series], marks: &[Mark], y_label: &str
     let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="sans-serif" font-size="11" role="img">"#);
     // Decade grid: every decade when few, else every few so labels never collide.
     let step = ((hi - lo) / 8.0).ceil().max(1.0);
-    let mut e = lo;
-    while e <= hi + 1e-9 {
+    // Decades counted down from the top, so the highest value always has a label.
+    let mut e = hi;
+    while e >= lo - 1e-9 {
         let yy = y(10f64.powf(e));
         let _ = write!(s, r##"<line x1="{left:.1}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">1e{e:.0}</text>"##, w - right, left - 4.0, yy + 4.0);
-        e += step;
+        e -= step;
     }
     let _ = write!(s, r##"<line x1="{left:.1}" y1="{top:.1}" x2="{left:.1}" y2="{:.1}" stroke="#888"/><line x1="{left:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#888"/>"##, h - bottom, h - bottom, w - right, h - bottom);
     // At most ~14 x labels: roughly 45 px each on a 640 px axis.
@@ -226,11 +227,12 @@ pub fn bars(labels: &[String], values: &[f64], y_label: &str) -> String {
     let y = |v: f64| top + (h - top - bottom) * (1.0 - (v.max(FLOOR).log10() - lo) / (hi - lo));
     let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="sans-serif" font-size="11" role="img">"#);
     let step = ((hi - lo) / 6.0).ceil().max(1.0);
-    let mut e = lo;
-    while e <= hi + 1e-9 {
+    // Decades counted down from the top, so the highest value always has a label.
+    let mut e = hi;
+    while e >= lo - 1e-9 {
         let yy = y(10f64.powf(e));
         let _ = write!(s, r##"<line x1="{left:.1}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">1e{e:.0}</text>"##, w - 8.0, left - 4.0, yy + 4.0);
-        e += step;
+        e -= step;
     }
     let base = h - bottom;
     let every = labels.len().div_ceil(32).max(1);
