@@ -31,12 +31,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
     },
-    /// Write a markdown summary and a self-contained HTML report for contracts
+    /// Write summary.md (for a pull request) and a self-contained index.html for contracts
     Report {
         /// Contract files or folders
         paths: Vec<PathBuf>,
+        /// Output folder
         #[arg(long)]
         out: PathBuf,
+        /// Metric of the layer x stage heatmap: cosine (1 - cos) or nmse
+        #[arg(long, default_value = "cosine")]
+        heatmap: parity::report::HeatMetric,
     },
     /// First divergent stage of a contract's subject, the isolated view, and the likely cause
     Bisect {
@@ -135,12 +139,10 @@ enum Command {
     },
 }
 
-fn write_report(files: &[PathBuf], dir: &std::path::Path) -> anyhow::Result<Vec<parity::report::Entry>> {
-    let entries = parity::report::build(files);
-    let meta = parity::report::Meta { command: std::env::args().collect::<Vec<_>>().join(" "), date: parity::report::now() };
-    parity::report::write(&entries, dir, &meta)?;
+fn write_report(entries: &[parity::report::Entry], dir: &std::path::Path, heat: parity::report::HeatMetric) -> anyhow::Result<()> {
+    parity::report::write(entries, dir, &parity::report::Meta::current(heat))?;
     eprintln!("report: {}/index.html, {}/summary.md", dir.display(), dir.display());
-    Ok(entries)
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -163,19 +165,21 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             let results = harness::run_all(&files);
             out(&render::check(&results, format)?)?;
+            let code = harness::exit_code(&results) as u8;
             if let Some(dir) = report {
-                write_report(&files, &dir)?;
+                write_report(&parity::report::build_from(results), &dir, Default::default())?;
             }
-            Ok(harness::exit_code(&results) as u8)
+            Ok(code)
         }
         Command::Bench { model, prompt, generate, reps } => {
             let r = parity::engine::bench::bench(&model, prompt, generate, reps)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(0)
         }
-        Command::Report { paths, out } => {
+        Command::Report { paths, out, heatmap } => {
             let files = harness::discover(&paths)?;
-            let entries = write_report(&files, &out)?;
+            let entries = parity::report::build(&files);
+            write_report(&entries, &out, heatmap)?;
             Ok(harness::exit_code(&entries.iter().map(|e| e.result.clone()).collect::<Vec<_>>()) as u8)
         }
         Command::Bisect { contract, pair, model, repro, format, report } => {
@@ -188,10 +192,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let c = harness::Contract::load(&path)?;
             let b = harness::bisect::bisect(&c, Some(&repro)).with_context(|| format!("bisecting {}", path.display()))?;
             print!("{}", render::bisect(&b, format)?);
+            let code = if b.first.is_some() { 1 } else { 0 };
             if let Some(dir) = report {
-                write_report(&[path.clone()], &dir)?;
+                let entry = parity::report::entry(harness::run_contract(&path), Some(b));
+                write_report(&[entry], &dir, Default::default())?;
             }
-            Ok(if b.first.is_some() { 1 } else { 0 })
+            Ok(code)
         }
         Command::Trace { model, like, out, layers, stages, set } => {
             let reference = parity::formats::trace::Trace::open(&like)?;
