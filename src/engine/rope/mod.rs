@@ -99,6 +99,14 @@ impl Rope {
         Ok(Rope { pairing: cfg.pairing.value, layout, head_dim, rotary_dim: rd, style, mrope: cfg.mrope.as_ref().map(|m| m.value), freqs })
     }
 
+    /// The ggml op parameters this rope stands for (ggml style only).
+    pub fn ggml_freqs(&self) -> Option<&GgmlFreqs> {
+        match &self.freqs {
+            Freqs::Ggml(g) => Some(g),
+            Freqs::Transformers { .. } => None,
+        }
+    }
+
     /// Pairs that get a frequency (all head pairs for the zero-padded layout).
     pub fn n_pairs(&self) -> usize {
         match self.layout {
