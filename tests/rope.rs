@@ -268,12 +268,13 @@ fn ggml_case(c: &GgmlCase) -> (RopeConfig, usize, usize, Vec<[i64; 4]>, Vec<f32>
 }
 
 /// In ggml's own arithmetic (FreqStyle::Ggml) we reproduce its CPU kernel at
-/// every position: the same f32 operations on the same libm (powf, logf, cosf,
-/// sinf). What remains is the compiler's freedom in the C kernel (ggml is built
-/// with -march=native, so `x0*cos - x1*sin` and the yarn blend may be fused
-/// multiply-adds): 4 ulps of the row's largest value. The op parameters we
-/// derive (freq_scale, ext_factor, attn_factor, freq factors) are the ones the
-/// generator passed, as llama.cpp sets them.
+/// every position, yarn included: the same f32 operations in the same order, on
+/// the same libm (powf, logf, cosf, sinf), with the two multiply-adds GCC fuses
+/// in ggml's -march=native build. On this machine the result is bit-identical;
+/// the bound, 2 ulps of the row's largest value, leaves room for a libm whose
+/// cosf/sinf round the other way. The op parameters we derive (freq_scale,
+/// ext_factor, attn_factor, freq factors) are the ones the generator passed, as
+/// llama.cpp sets them.
 #[test]
 fn ggml_style_reproduces_ggml_golden_vectors() {
     for c in ggml_cases() {
@@ -282,7 +283,7 @@ fn ggml_style_reproduces_ggml_golden_vectors() {
         let rope = Rope::with_style(&cfg, hd, FreqStyle::Ggml).unwrap();
         let got = rotated(&rope, &x, heads, &pos);
         let row = heads * hd;
-        let ulp = |t: usize| 4.0 * f32::EPSILON * y[t * row..(t + 1) * row].iter().fold(0f32, |m, v| m.max(v.abs()));
+        let ulp = |t: usize| 2.0 * f32::EPSILON * y[t * row..(t + 1) * row].iter().fold(0f32, |m, v| m.max(v.abs()));
         assert_rows(&name, &got, &y, row, ulp);
         let g = rope_params(&rope);
         assert_eq!(g.freq_scale, c.n::<f32>("freq_scale"), "{name}: freq_scale");
@@ -564,3 +565,4 @@ fn pairing_is_detected_with_each_candidates_cosine() {
         }
     }
 }
+

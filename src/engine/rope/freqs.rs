@@ -220,7 +220,10 @@ impl GgmlFreqs {
         let (theta, mscale) = if self.ext_factor != 0.0 {
             let ramp_mix = ggml_yarn_ramp(self.corr_dims, k) * self.ext_factor;
             let mscale = self.attn_factor * (1.0 + YARN_MSCALE_COEF as f32 * (1.0 / self.freq_scale).ln());
-            (theta_interp * (1.0 - ramp_mix) + theta_extrap * ramp_mix, mscale)
+            // `theta_interp*(1 - ramp_mix) + theta_extrap*ramp_mix` with the first product fused,
+            // as GCC contracts it in ggml's -march=native build: at position 30000 the two
+            // roundings differ by hundreds of ulps of the output (tests/rope.rs).
+            (theta_interp.mul_add(1.0 - ramp_mix, theta_extrap * ramp_mix), mscale)
         } else {
             (theta_interp, self.attn_factor)
         };

@@ -204,16 +204,20 @@ impl Rope {
                 for (k, &(c, s)) in cs.iter().enumerate() {
                     let (a, b) = self.pair(k);
                     let (xa, xb) = (v[a], v[b]);
-                    // transformers: q*cos + rotate_half(q)*sin; ggml: x0*cos - x1*sin, x0*sin + x1*cos.
-                    v[a] = xa * c - xb * s;
-                    v[b] = xb * c + xa * s;
+                    (v[a], v[b]) = match self.style {
+                        // q*cos + rotate_half(q)*sin: separate tensor ops, each rounded.
+                        FreqStyle::Transformers => (xa * c - xb * s, xb * c + xa * s),
+                        // rotate_pairs' `x0*cos - x1*sin`, `x0*sin + x1*cos` with its first
+                        // product fused, as GCC contracts it in a -march=native build.
+                        FreqStyle::Ggml => (xa.mul_add(c, -(xb * s)), xa.mul_add(s, xb * c)),
+                    };
                 }
             }
         }
     }
 
     /// Rotates a whole trace that was produced by several model calls (`calls[i]`
-    /// = `[start, end)` rows), replaying transformers' dynamic-NTK state: the
+    /// = `[start, end)` rows; none: one call), replaying transformers' dynamic-NTK state: the
     /// frequencies grow with the longest sequence seen so far and reset once a
     /// call is back under `max_position_embeddings` (`dynamic_frequency_update`).
     pub fn apply_calls(&self, x: &mut [f32], n_heads: usize, positions: &[[i64; 4]], calls: &[[usize; 2]]) {
@@ -222,6 +226,9 @@ impl Rope {
             Freqs::Transformers { dynamic: Some(d), .. } => d.max_position as i64,
             _ => 0,
         };
+        if calls.is_empty() {
+            return self.apply(x, n_heads, positions);
+        }
         let mut cached = max_position;
         for &[s, e] in calls {
             let seq_len = seq_len_of(&positions[s..e]);
