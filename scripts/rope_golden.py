@@ -42,6 +42,10 @@ CASES = [
     ("yarn-f4-hd32", 32, 1e4, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256}, None),
     ("partial-0.5-hd32", 32, 1e4, {"rope_type": "default", "partial_rotary_factor": 0.5}, "leading_block"),
     ("proportional-0.25-hd64", 64, 1e6, {"rope_type": "proportional", "partial_rotary_factor": 0.25}, "halfsplit_zero_pad"),
+    # yarn, v5 semantics: attention factor from the mscale ratio, correction range not truncated, own betas
+    ("yarn-mscale-notrunc-hd64", 64, 1e6, {"rope_type": "yarn", "factor": 16.0, "original_max_position_embeddings": 4096,
+                                           "mscale": 1.0, "mscale_all_dim": 0.707, "truncate": False,
+                                           "beta_fast": 24.0, "beta_slow": 2.0}, None),
 ]
 
 
@@ -138,6 +142,60 @@ def module_cases():
     print("wrote", len(manifest), "cases to", OUT2)
 
 
+# M-RoPE, from the rotary embedding modules of Qwen2-VL (sections) and Qwen3-VL
+# (interleaved): position_ids (3, 1, T) with distinct t/h/w rows, cos/sin from
+# the module's forward (its recomposition_frequencies), y = that model's
+# apply_rotary_pos_emb. Sections are in pairs (they sum to head_dim/2).
+MROPE_CASES = [
+    # name, head_dim, theta, mrope_section, module
+    ("mrope-sections-hd64", 64, 1e6, [8, 12, 12], "qwen2_vl"),
+    ("mrope-sections-hd128", 128, 1e6, [16, 24, 24], "qwen2_vl"),
+    ("mrope-interleaved-hd64", 64, 1e6, [12, 10, 10], "qwen3_vl"),
+    ("mrope-interleaved-hd128", 128, 5e6, [24, 20, 20], "qwen3_vl"),
+]
+MROPE_T = list(range(8)) + [100, 1000, 4096, 30000]
+
+
+def mrope_positions():
+    t = MROPE_T
+    h = [p // 2 + (i % 3) for i, p in enumerate(t)]     # distinct from t and from each other
+    w = [p // 3 + 5 * (i % 2) for i, p in enumerate(t)]
+    return [t, h, w]
+
+
+def mrope_cases():
+    import importlib
+    g = torch.Generator().manual_seed(13)
+    manifest = []
+    pos3 = mrope_positions()
+    for name, hd, theta, sections, module in MROPE_CASES:
+        mod = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
+        rp = {"rope_type": "default", "rope_theta": theta, "mrope_section": sections}
+        if module == "qwen2_vl":
+            cfg = transformers.Qwen2VLTextConfig(hidden_size=hd * 2, num_attention_heads=2, num_key_value_heads=2,
+                                                 max_position_embeddings=32768, rope_parameters=rp)
+            rot = mod.Qwen2VLRotaryEmbedding(cfg)
+        else:
+            rp["mrope_interleaved"] = True
+            cfg = transformers.Qwen3VLTextConfig(hidden_size=hd * 2, num_attention_heads=2, num_key_value_heads=2, head_dim=hd,
+                                                 max_position_embeddings=32768, rope_parameters=rp)
+            rot = mod.Qwen3VLTextRotaryEmbedding(cfg)
+        x = torch.randn(1, 2, len(MROPE_T), hd, generator=g)  # [B, H, T, hd]
+        cos, sin = rot(x, torch.tensor(pos3)[:, None, :])
+        y, _ = mod.apply_rotary_pos_emb(x, x, cos, sin)
+        np.save(OUT / f"{name}.x.npy", x[0].transpose(0, 1).contiguous().numpy())  # [T, H, hd]
+        np.save(OUT / f"{name}.y.npy", y[0].transpose(0, 1).contiguous().numpy())
+        manifest.append({"name": name, "head_dim": hd, "heads": 2, "theta": theta, "mrope_section": sections,
+                         "interleaved": module == "qwen3_vl", "module": f"{module}.{type(rot).__name__}",
+                         "positions_thw": pos3})
+    (OUT / "mrope.yaml").write_text(yaml.safe_dump({
+        "transformers": transformers.__version__, "torch": str(torch.__version__),
+        "note": "x, y are [T, H, hd] float32; row t at positions_thw[0][t] (t), [1][t] (h), [2][t] (w)",
+        "cases": manifest}, sort_keys=False))
+    print("wrote", len(manifest), "cases to", OUT / "mrope.yaml")
+
+
 if __name__ == "__main__":
     main()
     module_cases()
+    mrope_cases()

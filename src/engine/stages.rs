@@ -135,7 +135,8 @@ impl Model {
             "q_rope" | "k_rope" => {
                 let mut x = need(&ins[0])?;
                 let heads = if s == "q_rope" { nh } else { nkv };
-                self.rope.apply(&mut x, heads, &self.positions_for(inp));
+                // Call by call: dynamic NTK's frequencies depend on each call's sequence length.
+                self.rope.apply_calls(&mut x, heads, &self.positions_for(inp), inp.batches());
                 f(x)
             }
             "attn" => {

@@ -214,6 +214,8 @@ fn read_scaling(r: &Reader, rp: &str) -> Result<Sourced<RopeScaling>> {
                 beta_fast: f("beta_fast", 32.0)?,
                 beta_slow: f("beta_slow", 1.0)?,
                 attention_factor: r.f64(&key("attention_factor"))?.map(|s| s.value),
+                mscale: r.f64(&key("mscale"))?.map(|s| s.value),
+                mscale_all_dim: r.f64(&key("mscale_all_dim"))?.map(|s| s.value),
                 truncate: r.bool(&key("truncate"))?.map(|s| s.value).unwrap_or(true),
             }
         }

@@ -172,18 +172,22 @@ fn fitted_eps(model: &Model, stage: &str, trace: &Trace) -> Option<f64> {
     crate::engine::ops::fit_rms_eps(x.f32()?, y.f32()?, w, model.cfg.norm.weight_offset.value, n)
 }
 
-/// Theta fitted from `trace`'s input and output of a RoPE stage, at the row whose
-/// position is 1 (no pair's angle has wrapped there), first head.
+/// Theta fitted from `trace`'s input and output of a RoPE stage, over every row
+/// both hold, under the model's pairing (`rope::fit_theta`).
 fn fitted_theta(model: &Model, stage: &str, trace: &Trace) -> Option<f64> {
     let input = inputs_of(model, stage).into_iter().next()?;
     let (pre, post) = (trace.load(&input).ok()?, trace.load(stage).ok()?);
     let hd = *post.shape.last()?;
     let positions = crate::engine::stages::StageInputs::positions(trace);
-    let row = positions.iter().position(|p| p[0] == 1)?;
-    let (r0, r1) = (row.checked_sub(pre.rows.start)?, row.checked_sub(post.rows.start)?);
-    let (a, b) = (pre.f32()?, post.f32()?);
     let (ra, rb) = (pre.row_len(), post.row_len());
-    crate::engine::rope::fit_theta(a.get(r0 * ra..r0 * ra + hd)?, b.get(r1 * rb..r1 * rb + hd)?, hd, 1)
+    if ra != rb || hd == 0 || rb % hd != 0 {
+        return None;
+    }
+    let rows = pre.rows.start.max(post.rows.start)..pre.rows.end.min(post.rows.end).min(positions.len());
+    let (a, b) = (pre.f32()?, post.f32()?);
+    let (a0, b0) = (rows.start.checked_sub(pre.rows.start)?, rows.start.checked_sub(post.rows.start)?);
+    let n = rows.len() * ra;
+    crate::engine::rope::fit_theta(a.get(a0 * ra..a0 * ra + n)?, b.get(b0 * rb..b0 * rb + n)?, rb / hd, hd, &positions[rows], model.cfg.rope.pairing.value)
 }
 
 /// Worst-row cosine and NMSE of `a` against `b`, rows of `row` values.
