@@ -146,3 +146,14 @@ fn a_wrong_norm_eps_is_fitted_from_the_reference() {
     assert!((eps / 1e-6 - 1.0).abs() < 0.05, "fitted eps {eps}");
     assert!(d.cause.as_deref().unwrap_or("").contains("eps"), "{}", b.summary);
 }
+
+#[test]
+fn theta_is_fitted_under_the_pairing_the_data_shows_not_the_subjects() {
+    // The NORM-pairing mutant: its own (wrong) pairing must not be used to fit
+    // theta from the NEOX reference, or the fitted value is meaningless (~1).
+    let b = bisect(&contract("examples/mutants/norm-rope.yaml"), None).unwrap();
+    let d = b.diagnosis.as_ref().unwrap();
+    let fitted = d.candidates.iter().find(|c| c.label.starts_with("theta fitted from the reference")).expect("a fitted theta");
+    let theta = fitted.settings["rope.theta"].as_f64().unwrap();
+    assert!((theta / 1e6 - 1.0).abs() < 0.01, "fitted {theta}: {}", b.summary);
+}

@@ -173,7 +173,9 @@ fn fitted_eps(model: &Model, stage: &str, trace: &Trace) -> Option<f64> {
 }
 
 /// Theta fitted from `trace`'s input and output of a RoPE stage, over every row
-/// both hold, under the model's pairing (`rope::fit_theta`).
+/// both hold, under whichever pairing reproduces the trace best
+/// (`rope::detect_pairing`): the model's own pairing may be the bug, and a fit
+/// under the wrong pairing gives a meaningless theta.
 fn fitted_theta(model: &Model, stage: &str, trace: &Trace) -> Option<f64> {
     let input = inputs_of(model, stage).into_iter().next()?;
     let (pre, post) = (trace.load(&input).ok()?, trace.load(stage).ok()?);
@@ -187,7 +189,8 @@ fn fitted_theta(model: &Model, stage: &str, trace: &Trace) -> Option<f64> {
     let (a, b) = (pre.f32()?, post.f32()?);
     let (a0, b0) = (rows.start.checked_sub(pre.rows.start)?, rows.start.checked_sub(post.rows.start)?);
     let n = rows.len() * ra;
-    crate::engine::rope::fit_theta(a.get(a0 * ra..a0 * ra + n)?, b.get(b0 * rb..b0 * rb + n)?, rb / hd, hd, &positions[rows], model.cfg.rope.pairing.value)
+    let fit = crate::engine::rope::detect_pairing(a.get(a0 * ra..a0 * ra + n)?, b.get(b0 * rb..b0 * rb + n)?, rb / hd, hd, &positions[rows]);
+    fit.candidates.into_iter().find(|c| c.pairing == fit.best)?.theta
 }
 
 /// Worst-row cosine and NMSE of `a` against `b`, rows of `row` values.
