@@ -110,3 +110,18 @@ fn a_gguf_vocabulary_tokenises_like_the_checkpoints_tokenizer_json() {
         assert_eq!(from_gguf.decode(&b).unwrap(), text);
     }
 }
+
+#[test]
+fn last_row_logits_equal_the_last_row_of_all_logits() {
+    use parity::engine::model::LogitRows;
+    use parity::engine::sink::NoSink;
+    let reference = Trace::open(&shared("qwen3-1layer-hf-f32")).unwrap();
+    let (m, _) = engine::load(&shared("qwen3-1layer"), &RunOptions::default()).unwrap();
+    let toks: Vec<u32> = reference.manifest.tokens.iter().map(|&t| t as u32).collect();
+    let pos: Vec<[i64; 4]> = (0..toks.len() as i64).map(|t| [t, t, t, 0]).collect();
+    let all = m.forward(&mut engine::KvCache::default(), &toks, &pos, &mut NoSink).unwrap();
+    let last = m.forward_rows(&mut engine::KvCache::default(), &toks, &pos, &mut NoSink, LogitRows::Last).unwrap();
+    assert_eq!(last.len(), m.cfg.vocab.value);
+    let tail: Vec<u32> = all[all.len() - last.len()..].iter().map(|x| x.to_bits()).collect();
+    assert_eq!(last.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), tail, "the head is batch-invariant");
+}

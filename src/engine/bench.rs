@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::engine::model::KvCache;
+use crate::engine::model::{KvCache, LogitRows};
 use crate::engine::sink::{NoSink, Recorder, Sink};
 use crate::engine::{self, RunOptions};
 use crate::error::Result;
@@ -44,12 +44,12 @@ pub fn bench(model: &Path, prompt: usize, generate: usize, reps: usize) -> Resul
         let mut cache = KvCache::default();
         let pos: Vec<[i64; 4]> = (0..prompt as i64).map(|p| [p, p, p, 0]).collect();
         let t = Instant::now();
-        m.forward(&mut cache, &tokens, &pos, sink)?;
+        m.forward_rows(&mut cache, &tokens, &pos, sink, LogitRows::Last)?;
         let pp = t.elapsed().as_secs_f64();
         let t = Instant::now();
         for i in 0..generate {
             let p = (prompt + i) as i64;
-            m.forward(&mut cache, &[tokens[i % prompt.max(1)]], &[[p, p, p, 0]], sink)?;
+            m.forward_rows(&mut cache, &[tokens[i % prompt.max(1)]], &[[p, p, p, 0]], sink, LogitRows::Last)?;
         }
         Ok((pp, t.elapsed().as_secs_f64()))
     };

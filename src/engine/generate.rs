@@ -1,7 +1,7 @@
 //! Token generation: prefill once, then one decode call per token through the
 //! KV cache; greedy or seeded top-k / top-p sampling.
 
-use crate::engine::model::{KvCache, Model};
+use crate::engine::model::{KvCache, LogitRows, Model};
 use crate::engine::ops;
 use crate::engine::sink::NoSink;
 use crate::error::Result;
@@ -71,7 +71,7 @@ pub fn generate(model: &Model, prompt: &[u32], n: usize, sampler: &Sampler, stop
     let mut cache = KvCache::default();
     let mut rng = Rng(sampler.seed);
     let pos: Vec<[i64; 4]> = (0..prompt.len() as i64).map(|p| [p, p, p, 0]).collect();
-    let logits = model.forward(&mut cache, prompt, &pos, &mut NoSink)?;
+    let logits = model.forward_rows(&mut cache, prompt, &pos, &mut NoSink, LogitRows::Last)?;
     let mut last = logits[logits.len() - vocab..].to_vec();
     let mut out = Vec::new();
     for _ in 0..n {
@@ -82,7 +82,7 @@ pub fn generate(model: &Model, prompt: &[u32], n: usize, sampler: &Sampler, stop
             break;
         }
         let p = (prompt.len() + out.len() - 1) as i64;
-        last = model.forward(&mut cache, &[tok], &[[p, p, p, 0]], &mut NoSink)?;
+        last = model.forward_rows(&mut cache, &[tok], &[[p, p, p, 0]], &mut NoSink, LogitRows::Last)?;
     }
     Ok(out)
 }

@@ -182,6 +182,15 @@ impl Model {
     /// One engine call: `tokens` at `positions` through the cache. Returns logits
     /// `[T, vocab]` (empty for a partial-depth model).
     pub fn forward(&self, cache: &mut KvCache, tokens: &[u32], positions: &[[i64; 4]], sink: &mut dyn Sink) -> Result<Vec<f32>> {
+        self.forward_rows(cache, tokens, positions, sink, LogitRows::All)
+    }
+
+    /// As `forward`, choosing which rows get logits. With `LogitRows::Last` only
+    /// the last row goes through the head (what generation needs, and what
+    /// llama.cpp computes for a prompt by default) unless the sink records
+    /// `final_norm` or `logits`, which are then computed for every row and
+    /// recorded; the last row is returned either way.
+    pub fn forward_rows(&self, cache: &mut KvCache, tokens: &[u32], positions: &[[i64; 4]], sink: &mut dyn Sink, rows: LogitRows) -> Result<Vec<f32>> {
         let c = &self.cfg;
         let (d, nh, nkv, hd) = (c.hidden.value, c.n_heads.value, c.n_kv_heads.value, c.head_dim.value);
         let t = tokens.len();
@@ -231,13 +240,24 @@ impl Model {
 
             // Earlier calls' keys/values come from the cache (stored in the cache dtype);
             // this call's own are used as computed, as transformers does.
-            let kpos: Vec<i64> = cache.pos[i].iter().copied().chain(positions.iter().map(|p| p[0])).collect();
-            let kc: Vec<f32> = cache.k[i].iter().chain(&k).copied().collect();
-            let vc: Vec<f32> = cache.v[i].iter().chain(&v).copied().collect();
-            let ctx = attention(&q, &kc, &vc, &kpos, positions, nh, nkv, hd, c.attn_scale.value as f32, l.window);
-            cache.k[i].extend(round_to(&k, self.eng.kv_cache_dtype));
-            cache.v[i].extend(round_to(&v, self.eng.kv_cache_dtype));
-            cache.pos[i].extend(positions.iter().map(|p| p[0]));
+            // An f32 cache rounds nothing, so this call's rows are appended first and
+            // attention reads the cache in place (no copy of the whole cache per call).
+            let scale = c.attn_scale.value as f32;
+            let ctx = if matches!(self.eng.kv_cache_dtype, DType::F32) {
+                cache.k[i].extend_from_slice(&k);
+                cache.v[i].extend_from_slice(&v);
+                cache.pos[i].extend(positions.iter().map(|p| p[0]));
+                attention(&q, &cache.k[i], &cache.v[i], &cache.pos[i], positions, nh, nkv, hd, scale, l.window)
+            } else {
+                let kpos: Vec<i64> = cache.pos[i].iter().copied().chain(positions.iter().map(|p| p[0])).collect();
+                let kc: Vec<f32> = cache.k[i].iter().chain(&k).copied().collect();
+                let vc: Vec<f32> = cache.v[i].iter().chain(&v).copied().collect();
+                let ctx = attention(&q, &kc, &vc, &kpos, positions, nh, nkv, hd, scale, l.window);
+                cache.k[i].extend(round_to(&k, self.eng.kv_cache_dtype));
+                cache.v[i].extend(round_to(&v, self.eng.kv_cache_dtype));
+                cache.pos[i].extend(positions.iter().map(|p| p[0]));
+                ctx
+            };
             emit(sink, &name("attn"), &[nh * hd], &ctx);
             let o = l.o.forward(&ctx);
             emit(sink, &name("attn_out"), &[d], &o);
@@ -259,12 +279,27 @@ impl Model {
             return Ok(Vec::new());
         }
         // 4. Final norm and logits: [T, vocab]
+        let traced = sink.wants("final_norm") || sink.wants("logits");
+        if rows == LogitRows::Last && !traced {
+            let last = &x[x.len().saturating_sub(d)..];
+            return Ok(self.lm_head.forward(&ops::rms_norm(last, &self.final_norm, d, eps, place, off)));
+        }
         let h = ops::rms_norm(&x, &self.final_norm, d, eps, place, off);
         emit(sink, "final_norm", &[d], &h);
         let logits = self.lm_head.forward(&h);
         emit(sink, "logits", &[c.vocab.value], &logits);
-        Ok(logits)
+        match rows {
+            LogitRows::All => Ok(logits),
+            LogitRows::Last => Ok(logits[logits.len().saturating_sub(c.vocab.value)..].to_vec()),
+        }
     }
+}
+
+/// Which rows of a call get logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitRows {
+    All,
+    Last,
 }
 
 pub(crate) fn round_to(v: &[f32], dtype: DType) -> Vec<f32> {
@@ -384,16 +419,26 @@ pub(crate) fn moe_forward(m: &Moe, x: &[f32], d: usize, layer: usize, sink: &mut
     if sink.wants(&name("expert_weights")) {
         sink.record(&name("expert_weights"), &[m.top_k], &wts);
     }
+    // Only the experts some row selected run (their weights are the only ones read),
+    // in parallel; their outputs are then added in ascending expert order.
+    let routed: Vec<(usize, Vec<(usize, f32)>)> = (0..e)
+        .map(|ex| {
+            let rows = (0..t)
+                .filter_map(|r| (0..m.top_k).find(|&k| ids[r * m.top_k + k] == ex as i32).map(|k| (r, wts[r * m.top_k + k])))
+                .collect::<Vec<_>>();
+            (ex, rows)
+        })
+        .filter(|(_, rows)| !rows.is_empty())
+        .collect();
+    let ys: Vec<Vec<f32>> = routed
+        .par_iter()
+        .map(|(ex, rows)| {
+            let xs: Vec<f32> = rows.iter().flat_map(|&(r, _)| x[r * d..(r + 1) * d].iter().copied()).collect();
+            m.experts[*ex].forward(&xs)
+        })
+        .collect();
     let mut out = vec![0f32; t * d];
-    for (ex, mlp) in m.experts.iter().enumerate() {
-        let rows: Vec<(usize, f32)> = (0..t)
-            .filter_map(|r| (0..m.top_k).find(|&k| ids[r * m.top_k + k] == ex as i32).map(|k| (r, wts[r * m.top_k + k])))
-            .collect();
-        if rows.is_empty() {
-            continue;
-        }
-        let xs: Vec<f32> = rows.iter().flat_map(|&(r, _)| x[r * d..(r + 1) * d].iter().copied()).collect();
-        let y = mlp.forward(&xs);
+    for ((_, rows), y) in routed.iter().zip(&ys) {
         for (j, &(r, w)) in rows.iter().enumerate() {
             out[r * d..(r + 1) * d].iter_mut().zip(&y[j * d..(j + 1) * d]).for_each(|(o, v)| *o += v * w);
         }

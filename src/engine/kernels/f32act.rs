@@ -14,18 +14,22 @@ pub fn supported(_dtype: DType) -> bool {
 /// `n = out.len()` activation rows `xs` (`[n, k]`, row-major), writes
 /// `out[i] = Σ_j w[j] · xs[i·k + j]`.
 pub fn dot_rows(dtype: DType, w: &[u8], xs: &[f32], k: usize, out: &mut [f32]) {
-    let mut scratch = Vec::new();
-    let row: &[f32] = match (dtype, bytemuck::try_cast_slice::<u8, f32>(w)) {
-        (DType::F32, Ok(s)) => s,
-        _ => {
-            scratch.resize(k, 0f32);
-            quants::dequantize(dtype, w, &mut scratch);
-            &scratch
+    if let (DType::F32, Ok(row)) = (dtype, bytemuck::try_cast_slice::<u8, f32>(w)) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = ops::dot(&xs[i * k..(i + 1) * k], row);
         }
-    };
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = ops::dot(&xs[i * k..(i + 1) * k], row);
+        return;
     }
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|row| {
+        row.resize(k, 0f32);
+        quants::dequantize(dtype, w, row);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = ops::dot(&xs[i * k..(i + 1) * k], row);
+        }
+    })
 }
 
 /// The plain twin: decode the row with `quants::dequantize`, then `ops::dot_ref`.
