@@ -194,6 +194,10 @@ pub fn round_activations(x: &mut [f32], w: DType) {
     }
 }
 
+/// From this many activation rows on, exact numerics go through the panel
+/// kernel (`kernels::gemm`); fewer rows (decode) stream each weight row once.
+pub const GEMM_MIN_ROWS: usize = 4;
+
 /// A linear layer `y = x Wᵀ + b` over a weight kept in its stored type.
 #[derive(Clone, Debug)]
 pub struct Linear {
@@ -231,6 +235,14 @@ impl Linear {
         };
         // [out, T] first so each thread writes one contiguous chunk, then transpose.
         let mut yt = vec![0f32; n_out * t];
+        if acts.is_none() && t >= GEMM_MIN_ROWS {
+            use crate::engine::kernels::gemm;
+            yt.par_chunks_mut(gemm::NR * t).enumerate().for_each_init(Vec::new, |panel, (c, chunk)| {
+                let rows: Vec<&[u8]> = (c * gemm::NR..(c * gemm::NR + chunk.len() / t)).map(|r| self.w.row_bytes(r)).collect();
+                gemm::rows_times_acts(dtype, &rows, x, n_in, chunk, panel);
+            });
+            return self.finish(yt, t);
+        }
         const ROWS: usize = 16;
         yt.par_chunks_mut(ROWS * t).enumerate().for_each(|(c, chunk)| {
             for (j, ys) in chunk.chunks_mut(t).enumerate() {
@@ -241,6 +253,12 @@ impl Linear {
                 }
             }
         });
+        self.finish(yt, t)
+    }
+
+    /// `[out, T]` → `[T, out]`, plus the bias.
+    fn finish(&self, yt: Vec<f32>, t: usize) -> Vec<f32> {
+        let n_out = self.out_dim();
         let mut y = vec![0f32; n_out * t];
         for o in 0..n_out {
             for ti in 0..t {

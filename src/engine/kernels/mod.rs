@@ -11,10 +11,14 @@
 //!   blocks of 32, Q8_K blocks of 256) and each block pair is an integer dot
 //!   product scaled by both blocks' scales.
 //!
+//! Prefill (many activation rows) in exact numerics goes through [`gemm`]:
+//! a chunk of weight rows decoded once into a small panel, then register tiles.
+//!
 //! Every kernel has a plain twin (`*_ref`) that spells out the arithmetic
 //! element by element; tests hold each fast kernel to its twin. Kernels are
 //! batch-invariant: an activation row's result does not depend on how many
 //! other rows share the call or where it sits among them.
 
 pub mod f32act;
+pub mod gemm;
 pub mod q8act;
