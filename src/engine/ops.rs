@@ -194,10 +194,6 @@ pub fn round_activations(x: &mut [f32], w: DType) {
     }
 }
 
-/// From this many activation rows on, exact numerics go through the panel
-/// kernel (`kernels::gemm`); fewer rows (decode) stream each weight row once.
-pub const GEMM_MIN_ROWS: usize = 4;
-
 /// A linear layer `y = x Wᵀ + b` over a weight kept in its stored type.
 #[derive(Clone, Debug)]
 pub struct Linear {
@@ -217,15 +213,28 @@ impl Linear {
     }
 
     /// `x` is `[T, in]`; returns `[T, out]`. Weight rows are read in their
-    /// stored type by the fused kernels (`engine::kernels`), each row once for
-    /// all input rows; rows are spread over threads.
+    /// stored type by `engine::kernels`, each row once for all input rows;
+    /// rows are spread over threads.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        use crate::engine::kernels::{f32act, q8act};
+        use crate::engine::kernels::{gemm, q8act};
         let (n_in, n_out, dtype) = (self.in_dim(), self.out_dim(), self.w.dtype);
         let t = x.len() / n_in;
         let acts = if self.round_input { q8act::quantize(dtype, x, n_in) } else { None };
+        // [out, T] first so each thread writes one contiguous chunk, then transpose.
+        let mut yt = vec![0f32; n_out * t];
+        if let Some(acts) = &acts {
+            // llama.cpp's numerics: integer block dot products, a weight row at a time.
+            const ROWS: usize = 16;
+            yt.par_chunks_mut(ROWS * t).enumerate().for_each(|(c, chunk)| {
+                for (j, ys) in chunk.chunks_mut(t).enumerate() {
+                    q8act::dot_rows(dtype, self.w.row_bytes(c * ROWS + j), acts, ys);
+                }
+            });
+            return self.finish(yt, t);
+        }
         let rounded;
-        let x = if self.round_input && acts.is_none() {
+        let x = if self.round_input {
+            // llama.cpp's numerics for weights without an integer path (f16, bf16).
             let mut r = x.to_vec();
             r.chunks_mut(n_in).for_each(|row| round_activations(row, dtype));
             rounded = r;
@@ -233,25 +242,11 @@ impl Linear {
         } else {
             x
         };
-        // [out, T] first so each thread writes one contiguous chunk, then transpose.
-        let mut yt = vec![0f32; n_out * t];
-        if acts.is_none() && t >= GEMM_MIN_ROWS {
-            use crate::engine::kernels::gemm;
-            yt.par_chunks_mut(gemm::NR * t).enumerate().for_each_init(Vec::new, |panel, (c, chunk)| {
-                let rows: Vec<&[u8]> = (c * gemm::NR..(c * gemm::NR + chunk.len() / t)).map(|r| self.w.row_bytes(r)).collect();
-                gemm::rows_times_acts(dtype, &rows, x, n_in, chunk, panel);
-            });
-            return self.finish(yt, t);
-        }
-        const ROWS: usize = 16;
-        yt.par_chunks_mut(ROWS * t).enumerate().for_each(|(c, chunk)| {
-            for (j, ys) in chunk.chunks_mut(t).enumerate() {
-                let w = self.w.row_bytes(c * ROWS + j);
-                match &acts {
-                    Some(a) => q8act::dot_rows(dtype, w, a, ys),
-                    None => f32act::dot_rows(dtype, w, x, n_in, ys),
-                }
-            }
+        // Exact numerics: a few weight rows decoded at a time, every input row through them.
+        yt.par_chunks_mut(gemm::NR * t).enumerate().for_each_init(gemm::Scratch::default, |scratch, (c, chunk)| {
+            let first = c * gemm::NR;
+            let rows: Vec<&[u8]> = (first..first + chunk.len() / t).map(|r| self.w.row_bytes(r)).collect();
+            gemm::rows_times_acts(dtype, &rows, x, n_in, chunk, scratch);
         });
         self.finish(yt, t)
     }

@@ -1,145 +1,214 @@
-//! Prefill: many activation rows times a block of weight rows.
+//! Exact numerics for any number of activation rows: a few weight rows times
+//! every activation row.
 //!
-//! A chunk of `NR` weight rows is decoded once (exact ggml values, through
-//! `quants::dequantize`) into a panel laid out k-major (`panel[k][j]` is row
-//! `j`'s element `k`), then every activation row meets it in an `MR × NR`
-//! register tile: per step of `k`, `MR` broadcasts of `x[t][k]` and two loads
-//! of the panel feed `2·MR` fused multiply-adds. Decoding is paid once per
-//! chunk, not once per activation row.
+//! Up to `NR` weight rows are decoded (exact ggml values) into a scratch of
+//! `NR` rows, one sequential stream per row; then every activation row meets
+//! them in `R × C` register tiles (`R` weight rows, `C` activation rows), eight
+//! lanes along `k`, block by block of `KC`. Decoding is paid once per weight
+//! row whatever the batch, and the weight matrix is never expanded: only `NR`
+//! rows (at most ~200 KB) exist in f32 at a time, per thread.
 //!
-//! Summation order, the same for every element whatever the batch: `k` is cut
-//! into blocks of `KB`; inside a block one fused multiply-add chain runs in
-//! ascending `k` from zero, and the block sums are added to the total in order.
-//! So a row's result does not depend on how many rows share the call, the plain
-//! twin agrees bit for bit, and the rounding error grows like `KB + k/KB`
-//! rather than `k` (one long chain measurably lost accuracy: llama-wide's
-//! f32 contract against llama.cpp went from 2e-9 to 1e-8 NMSE at L1.attn_out).
+//! Summation order, the same for every element whatever the batch size or the
+//! tile it lands in: lane `l` of an element takes the products at
+//! `k ≡ l (mod 8)`; inside a block of `KC` each lane is one fused multiply-add
+//! chain from zero (32 long), and the block's lanes are added to the running
+//! lanes; at the end the lanes are summed as ((0+4)+(1+5))+((2+6)+(3+7)), then
+//! a tail of fewer than 8 elements (only when `k` is not a multiple of 8) is
+//! added by fused multiply-adds in order. The plain twin spells this out and
+//! agrees bit for bit; a row's result does not depend on which other rows
+//! share the call, so prefill and decode agree. Short chains keep the rounding
+//! error near that of llama.cpp's 32 partial sums: one long chain per element
+//! measurably lost accuracy (llama-wide's f32 contract against llama.cpp went
+//! from 2e-9 to 1e-8 NMSE at L1.attn_out; with blocks it is 3.7e-10).
 
 use crate::formats::quants;
 use crate::formats::tensor::DType;
 
-/// Weight rows per panel (two 8-lane vectors).
+/// Weight rows decoded together (one task of the parallel loop).
 pub const NR: usize = 16;
-/// Activation rows per register tile.
-const MR: usize = 6;
-/// Length of one fused multiply-add chain before it is added to the total.
-pub const KB: usize = 32;
+/// Length of one summation block along `k` (32 steps of 8 lanes).
+pub const KC: usize = 256;
+/// Register tile: weight rows × activation rows.
+const R: usize = 4;
+const C: usize = 2;
 
-/// `yt[j·t + i] = Σ_k w_j[k] · xs[i·k_len + k]` for the `rows.len() ≤ NR` weight
-/// rows given as stored bytes of `dtype`, and `t = xs.len() / k` activation rows.
-/// `yt` is `[rows.len(), t]`. `panel` is scratch, resized here.
-pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &mut [f32], panel: &mut Vec<f32>) {
-    let t = xs.len() / k.max(1);
-    fill_panel(dtype, rows, k, panel);
-    let mut tile = [0f32; MR * NR];
-    let mut i = 0;
-    while i < t {
-        let m = MR.min(t - i);
-        tile_kernel(panel, &xs[i * k..(i + m) * k], k, m, &mut tile);
-        for (j, y) in yt.chunks_mut(t).take(rows.len()).enumerate() {
-            for r in 0..m {
-                y[i + r] = tile[r * NR + j];
+/// Reusable buffers of one thread.
+#[derive(Default)]
+pub struct Scratch {
+    w: Vec<f32>,
+    lanes: Vec<f32>,
+}
+
+/// `yt[j·t + i] = Σ_k w_j[k] · xs[i·k_len + k]` for up to `NR` weight rows given
+/// as stored bytes of `dtype` (each holding `k` elements) and `t = xs.len() / k`
+/// activation rows; `yt` is `[rows.len(), t]`.
+pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &mut [f32], s: &mut Scratch) {
+    let (n, t) = (rows.len().min(NR), xs.len() / k.max(1));
+    // Whole rows are decoded first: one sequential stream per row reads memory
+    // far better than 16 interleaved short runs.
+    s.w.resize(n * k, 0.0);
+    for (j, bytes) in rows.iter().take(n).enumerate() {
+        decode(dtype, bytes, &mut s.w[j * k..(j + 1) * k]);
+    }
+    s.lanes.clear();
+    s.lanes.resize(n * t * 8, 0.0);
+    let k8 = k - k % 8;
+    for k0 in (0..k8).step_by(KC) {
+        let kl = KC.min(k8 - k0);
+        for i0 in (0..t).step_by(C) {
+            for j0 in (0..n).step_by(R) {
+                let (rr, cc) = ((n - j0).min(R), (t - i0).min(C));
+                let w = &s.w[j0 * k + k0..];
+                let x = &xs[i0 * k + k0..];
+                let lanes = &mut s.lanes[(j0 * t + i0) * 8..];
+                tile(rr, cc, w, x, k, kl, lanes, t);
             }
         }
-        i += m;
     }
-}
-
-/// Decodes up to `NR` rows into the k-major panel; missing rows are zero.
-fn fill_panel(dtype: DType, rows: &[&[u8]], k: usize, panel: &mut Vec<f32>) {
-    panel.clear();
-    panel.resize(k * NR, 0.0);
-    let mut row = vec![0f32; k];
-    for (j, bytes) in rows.iter().enumerate().take(NR) {
-        quants::dequantize(dtype, bytes, &mut row);
-        for (kk, &v) in row.iter().enumerate() {
-            panel[kk * NR + j] = v;
+    for (j, y) in yt.chunks_mut(t).take(n).enumerate() {
+        let wtail = &s.w[j * k + k8..(j + 1) * k];
+        for (i, v) in y.iter_mut().enumerate() {
+            let l = &s.lanes[(j * t + i) * 8..(j * t + i) * 8 + 8];
+            *v = finish(l, wtail, &xs[i * k + k8..(i + 1) * k]);
         }
     }
 }
 
-/// `tile[r·NR + j] = Σ_k panel[k·NR + j] · x[r·k_len + k]` for `r < m ≤ MR`.
-fn tile_kernel(panel: &[f32], x: &[f32], k: usize, m: usize, tile: &mut [f32; MR * NR]) {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-    {
-        // SAFETY: AVX2 and FMA are enabled for this build; the panel holds k·NR
-        // values and x holds m·k (asserted), every load stays inside them.
-        assert!(panel.len() >= k * NR && x.len() >= m * k && m <= MR);
+/// Decodes whole blocks of `dtype` into `out`: the values `quants::dequantize`
+/// gives (a test holds them equal), with SIMD conversions for f16 and bf16.
+pub fn decode(dtype: DType, bytes: &[u8], out: &mut [f32]) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c"))]
+    if matches!(dtype, DType::F16 | DType::BF16) {
+        let n = out.len().min(bytes.len() / 2);
+        let n8 = n - n % 8;
+        // SAFETY: AVX2 and F16C are enabled for this build; each step reads 16
+        // bytes below 2·n8 ≤ bytes.len() and writes 8 floats below n8 ≤ out.len().
         unsafe {
-            match m {
-                6 => tile_avx2::<6>(panel, x, k, tile),
-                5 => tile_avx2::<5>(panel, x, k, tile),
-                4 => tile_avx2::<4>(panel, x, k, tile),
-                3 => tile_avx2::<3>(panel, x, k, tile),
-                2 => tile_avx2::<2>(panel, x, k, tile),
-                _ => tile_avx2::<1>(panel, x, k, tile),
+            use std::arch::x86_64::*;
+            let (pb, po) = (bytes.as_ptr(), out.as_mut_ptr());
+            for i in (0..n8).step_by(8) {
+                let h = _mm_loadu_si128(pb.add(2 * i) as *const __m128i);
+                let v = if dtype == DType::F16 {
+                    _mm256_cvtph_ps(h)
+                } else {
+                    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                };
+                _mm256_storeu_ps(po.add(i), v);
             }
+        }
+        quants::dequantize(dtype, &bytes[2 * n8..], &mut out[n8..]);
+        return;
+    }
+    quants::dequantize(dtype, bytes, out)
+}
+
+/// Lanes summed in the fixed tree, then the tail by fused multiply-adds.
+#[inline]
+fn finish(l: &[f32], wtail: &[f32], xtail: &[f32]) -> f32 {
+    let mut s = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+    for (&w, &x) in wtail.iter().zip(xtail) {
+        s = w.mul_add(x, s);
+    }
+    s
+}
+
+/// Adds one chunk's products of `rr ≤ R` decoded rows (stride `k`) and `cc ≤ C`
+/// activation rows (stride `k`) over `kl` (a multiple of 8) elements into
+/// `lanes` (element (j, i) at `(j·t + i)·8`).
+#[allow(clippy::too_many_arguments)]
+fn tile(rr: usize, cc: usize, w: &[f32], x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
+    assert!(rr <= R && cc <= C && kl % 8 == 0);
+    assert!(w.len() >= (rr - 1) * k + kl && x.len() >= (cc - 1) * k + kl && lanes.len() >= ((rr - 1) * t + cc) * 8);
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    // SAFETY: AVX2 and FMA are enabled for this build; the bounds asserted above
+    // cover every load and store the kernel makes.
+    unsafe {
+        match (rr, cc) {
+            (4, 2) => tile_avx2::<4, 2>(w, x, k, kl, lanes, t),
+            (3, 2) => tile_avx2::<3, 2>(w, x, k, kl, lanes, t),
+            (2, 2) => tile_avx2::<2, 2>(w, x, k, kl, lanes, t),
+            (1, 2) => tile_avx2::<1, 2>(w, x, k, kl, lanes, t),
+            (4, _) => tile_avx2::<4, 1>(w, x, k, kl, lanes, t),
+            (3, _) => tile_avx2::<3, 1>(w, x, k, kl, lanes, t),
+            (2, _) => tile_avx2::<2, 1>(w, x, k, kl, lanes, t),
+            _ => tile_avx2::<1, 1>(w, x, k, kl, lanes, t),
         }
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
-    tile_ref(panel, x, k, m, tile)
+    tile_ref(rr, cc, w, x, k, kl, lanes, t)
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 #[inline]
-unsafe fn tile_avx2<const M: usize>(panel: &[f32], x: &[f32], k: usize, tile: &mut [f32; MR * NR]) {
+unsafe fn tile_avx2<const RR: usize, const CC: usize>(w: &[f32], x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
     use std::arch::x86_64::*;
-    let (pp, px) = (panel.as_ptr(), x.as_ptr());
-    let mut sum_lo = [_mm256_setzero_ps(); M];
-    let mut sum_hi = [_mm256_setzero_ps(); M];
-    let mut k0 = 0;
-    while k0 < k {
-        let mut lo = [_mm256_setzero_ps(); M];
-        let mut hi = [_mm256_setzero_ps(); M];
-        for kk in k0..(k0 + KB).min(k) {
-            let w0 = _mm256_loadu_ps(pp.add(kk * NR));
-            let w1 = _mm256_loadu_ps(pp.add(kk * NR + 8));
-            for r in 0..M {
-                let xv = _mm256_broadcast_ss(&*px.add(r * k + kk));
-                lo[r] = _mm256_fmadd_ps(w0, xv, lo[r]);
-                hi[r] = _mm256_fmadd_ps(w1, xv, hi[r]);
+    let (pw, px, pl) = (w.as_ptr(), x.as_ptr(), lanes.as_mut_ptr());
+    let mut acc = [[_mm256_setzero_ps(); CC]; RR];
+    let mut s = 0;
+    while s < kl {
+        let mut xv = [_mm256_setzero_ps(); CC];
+        for (c, v) in xv.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(px.add(c * k + s));
+        }
+        for (r, a) in acc.iter_mut().enumerate() {
+            let wv = _mm256_loadu_ps(pw.add(r * k + s));
+            for c in 0..CC {
+                a[c] = _mm256_fmadd_ps(wv, xv[c], a[c]);
             }
         }
-        for r in 0..M {
-            sum_lo[r] = _mm256_add_ps(sum_lo[r], lo[r]);
-            sum_hi[r] = _mm256_add_ps(sum_hi[r], hi[r]);
-        }
-        k0 += KB;
+        s += 8;
     }
-    for r in 0..M {
-        _mm256_storeu_ps(tile.as_mut_ptr().add(r * NR), sum_lo[r]);
-        _mm256_storeu_ps(tile.as_mut_ptr().add(r * NR + 8), sum_hi[r]);
-    }
-}
-
-/// One element in the kernels' order: `KB`-long `mul_add` chains from zero,
-/// added to the total in order.
-pub fn blocked_dot(w: impl Fn(usize) -> f32, x: &[f32]) -> f32 {
-    let mut total = 0f32;
-    for (b, xb) in x.chunks(KB).enumerate() {
-        let block = xb.iter().enumerate().fold(0f32, |acc, (i, &xv)| w(b * KB + i).mul_add(xv, acc));
-        total += block;
-    }
-    total
-}
-
-/// The plain twin of the tile kernel.
-pub fn tile_ref(panel: &[f32], x: &[f32], k: usize, m: usize, tile: &mut [f32; MR * NR]) {
-    for r in 0..m {
-        for j in 0..NR {
-            tile[r * NR + j] = blocked_dot(|kk| panel[kk * NR + j], &x[r * k..(r + 1) * k]);
+    for (r, a) in acc.iter().enumerate() {
+        for (c, v) in a.iter().enumerate() {
+            let p = pl.add((r * t + c) * 8);
+            _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), *v));
         }
     }
 }
 
-/// The plain twin of `rows_times_acts`: dequantise each row, `blocked_dot` per output.
+/// The plain twin of `tile`.
+#[allow(clippy::too_many_arguments)]
+pub fn tile_ref(rr: usize, cc: usize, w: &[f32], x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
+    for r in 0..rr {
+        for c in 0..cc {
+            let mut chunk = [0f32; 8];
+            for s in (0..kl).step_by(8) {
+                for (l, a) in chunk.iter_mut().enumerate() {
+                    *a = w[r * k + s + l].mul_add(x[c * k + s + l], *a);
+                }
+            }
+            for (l, a) in chunk.iter().enumerate() {
+                lanes[(r * t + c) * 8 + l] += a;
+            }
+        }
+    }
+}
+
+/// One element in the kernels' order, from a decoded weight row.
+pub fn dot_ref(w: &[f32], x: &[f32]) -> f32 {
+    let k = w.len().min(x.len());
+    let k8 = k - k % 8;
+    let mut lanes = [0f32; 8];
+    for c0 in (0..k8).step_by(KC) {
+        let mut chunk = [0f32; 8];
+        for s in (c0..(c0 + KC).min(k8)).step_by(8) {
+            for (l, a) in chunk.iter_mut().enumerate() {
+                *a = w[s + l].mul_add(x[s + l], *a);
+            }
+        }
+        lanes.iter_mut().zip(chunk).for_each(|(a, b)| *a += b);
+    }
+    finish(&lanes, &w[k8..k], &x[k8..k])
+}
+
+/// The plain twin of `rows_times_acts`: dequantise each row whole, `dot_ref`.
 pub fn rows_times_acts_ref(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &mut [f32]) {
     let t = xs.len() / k.max(1);
     let mut row = vec![0f32; k];
     for (j, bytes) in rows.iter().enumerate() {
         quants::dequantize(dtype, bytes, &mut row);
         for i in 0..t {
-            yt[j * t + i] = blocked_dot(|kk| row[kk], &xs[i * k..(i + 1) * k]);
+            yt[j * t + i] = dot_ref(&row, &xs[i * k..(i + 1) * k]);
         }
     }
 }
@@ -152,34 +221,69 @@ mod tests {
         (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503)) % 2001) as f32 / 1000.0 - 1.0).collect()
     }
 
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
     #[test]
-    fn the_tile_kernel_equals_its_twin_bit_for_bit_at_every_batch_size() {
-        let k = 100;
-        let rows_f32: Vec<Vec<f32>> = (0..13).map(|j| vals(j, k)).collect();
-        let rows: Vec<Vec<u8>> = rows_f32.iter().map(|r| bytemuck::cast_slice(r).to_vec()).collect();
-        let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
-        let mut panel = Vec::new();
-        for t in [1, 2, 5, 6, 7, 13, 64] {
-            let xs = vals(100 + t as u32, t * k);
-            let (mut fast, mut plain) = (vec![0f32; refs.len() * t], vec![0f32; refs.len() * t]);
-            rows_times_acts(DType::F32, &refs, &xs, k, &mut fast, &mut panel);
-            rows_times_acts_ref(DType::F32, &refs, &xs, k, &mut plain);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&fast), bits(&plain), "t = {t}");
+    fn the_kernel_equals_its_twin_bit_for_bit_at_every_shape() {
+        let mut s = Scratch::default();
+        for k in [8, 100, 256, 600, 1024] {
+            for n in [1, 3, 4, 13, 16] {
+                let rows: Vec<Vec<u8>> = (0..n).map(|j| bytemuck::cast_slice(&vals(j as u32, k)).to_vec()).collect();
+                let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
+                for t in [1, 2, 3, 5, 64] {
+                    let xs = vals(100 + t as u32, t * k);
+                    let (mut fast, mut plain) = (vec![0f32; n * t], vec![0f32; n * t]);
+                    rows_times_acts(DType::F32, &refs, &xs, k, &mut fast, &mut s);
+                    rows_times_acts_ref(DType::F32, &refs, &xs, k, &mut plain);
+                    assert_eq!(bits(&fast), bits(&plain), "k = {k}, rows = {n}, t = {t}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantised_rows_give_the_dequantisers_products() {
+        // A Q8_0 row of 512 (two summation blocks): every block scale 1/64.
+        let k = 512;
+        let d = half::f16::from_f32(1.0 / 64.0).to_le_bytes();
+        let row: Vec<u8> = (0..k / 32).flat_map(|b| d.into_iter().chain((0..32).map(move |i| ((b * 7 + i * 13) % 255) as u8))).collect();
+        let xs = vals(5, 3 * k);
+        let (mut fast, mut plain) = (vec![0f32; 3], vec![0f32; 3]);
+        rows_times_acts(DType::Q8_0, &[&row], &xs, k, &mut fast, &mut Scratch::default());
+        rows_times_acts_ref(DType::Q8_0, &[&row], &xs, k, &mut plain);
+        assert_eq!(bits(&fast), bits(&plain));
+    }
+
+    #[test]
+    fn simd_decoding_gives_the_values_of_the_dequantiser() {
+        let mut raw: Vec<u8> = (0..2 * 203u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        // Include the special values: zeros, infinities, NaNs, subnormals.
+        raw[..8].copy_from_slice(&[0x00, 0x00, 0x00, 0x80, 0x00, 0x7c, 0x01, 0x00]);
+        for dtype in [DType::F16, DType::BF16] {
+            for off in [0, 1] {
+                let b = &raw[off..];
+                let n = b.len() / 2;
+                let (mut fast, mut plain) = (vec![0f32; n], vec![0f32; n]);
+                decode(dtype, b, &mut fast);
+                quants::dequantize(dtype, b, &mut plain);
+                assert_eq!(bits(&fast), bits(&plain), "{dtype:?} offset {off}");
+            }
         }
     }
 
     #[test]
     fn a_rows_result_does_not_depend_on_its_batch() {
-        let k = 64;
+        let k = 264;
         let row: Vec<u8> = vals(7, k).iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
         let xs = vals(9, 11 * k);
-        let mut panel = Vec::new();
+        let mut s = Scratch::default();
         let mut all = vec![0f32; 11];
-        rows_times_acts(DType::F16, &[&row], &xs, k, &mut all, &mut panel);
+        rows_times_acts(DType::F16, &[&row], &xs, k, &mut all, &mut s);
         for i in 0..11 {
             let mut one = [0f32];
-            rows_times_acts(DType::F16, &[&row], &xs[i * k..(i + 1) * k], k, &mut one, &mut panel);
+            rows_times_acts(DType::F16, &[&row], &xs[i * k..(i + 1) * k], k, &mut one, &mut s);
             assert_eq!(one[0].to_bits(), all[i].to_bits(), "row {i}");
         }
     }

@@ -11,8 +11,8 @@
 //!   blocks of 32, Q8_K blocks of 256) and each block pair is an integer dot
 //!   product scaled by both blocks' scales.
 //!
-//! Prefill (many activation rows) in exact numerics goes through [`gemm`]:
-//! a chunk of weight rows decoded once into a small panel, then register tiles.
+//! Exact numerics run through [`gemm`] for any number of rows: a few weight
+//! rows decoded at a time, then register tiles with one fixed summation order.
 //!
 //! Every kernel has a plain twin (`*_ref`) that spells out the arithmetic
 //! element by element; tests hold each fast kernel to its twin. Kernels are
