@@ -114,8 +114,16 @@ enum Command {
     },
     /// Measure the engine's prefill and decode speed (untraced and traced) and peak memory
     Bench {
+        /// The model to run (GGUF file or HF directory); not needed with --kernels
+        #[arg(long, required_unless_present = "kernels")]
+        model: Option<PathBuf>,
+        /// Instead of a model: time the matrix kernels on synthetic weights of
+        /// every stored type (a 3072 x 1024 matrix, 1 and PROMPT activation rows)
         #[arg(long)]
-        model: PathBuf,
+        kernels: bool,
+        /// With --kernels: only these stored types (e.g. q4_k,f16)
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
         /// Prompt tokens (one prefill call)
         #[arg(short = 'p', long, default_value_t = 64)]
         prompt: usize,
@@ -171,7 +179,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(code)
         }
-        Command::Bench { model, prompt, generate, reps } => {
+        Command::Bench { model, kernels, types, prompt, generate, reps } => {
+            if kernels {
+                for r in parity::engine::bench::kernels(3072, 1024, prompt, &types)? {
+                    println!("{}", serde_json::to_string(&r)?);
+                }
+                return Ok(0);
+            }
+            let model = model.ok_or_else(|| anyhow::anyhow!("bench needs --model (or --kernels)"))?;
             let r = parity::engine::bench::bench(&model, prompt, generate, reps)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(0)

@@ -21,9 +21,41 @@ pub struct BenchResult {
     pub generate: usize,
     pub pp_tok_s: f64,
     pub tg_tok_s: f64,
+    /// Prefill computing logits for every prompt row (what a trace needs).
+    pub pp_all_logits_tok_s: f64,
+    /// Every stage recorded (every row's logits included).
     pub pp_traced_tok_s: f64,
     pub tg_traced_tok_s: f64,
     pub peak_rss_mib: f64,
+    /// STREAM-like triad on this machine, same threads (see [`triad_gb_s`]).
+    pub triad_gb_s: f64,
+    /// Decode reading the whole file once per token (true for a dense model):
+    /// `tg_tok_s × file size`, in GB/s.
+    pub tg_file_gb_s: f64,
+}
+
+/// A STREAM-like triad `a[i] = b[i] + s·c[i]` over three f32 arrays of
+/// `mib` MiB each (far beyond the caches), split over the rayon threads; best
+/// of five runs, counting 12 bytes per element (read b and c, write a) as
+/// STREAM does.
+pub fn triad_gb_s(mib: usize) -> f64 {
+    use rayon::prelude::*;
+    let n = mib * (1 << 20) / 4;
+    let (mut a, b, c) = (vec![0f32; n], vec![1f32; n], vec![2f32; n]);
+    // Touch every page first so the timing sees no page faults.
+    a.par_chunks_mut(1 << 16).for_each(|x| x.fill(0.5));
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        a.par_chunks_mut(1 << 16).zip(b.par_chunks(1 << 16)).zip(c.par_chunks(1 << 16)).for_each(|((a, b), c)| {
+            for ((a, b), c) in a.iter_mut().zip(b).zip(c) {
+                *a = b + 3.0 * c;
+            }
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&a);
+    (12 * n) as f64 / best / 1e9
 }
 
 fn peak_rss_mib() -> f64 {
@@ -40,11 +72,11 @@ pub fn bench(model: &Path, prompt: usize, generate: usize, reps: usize) -> Resul
     let load_s = t0.elapsed().as_secs_f64();
     let vocab = m.cfg.vocab.value as u32;
     let tokens: Vec<u32> = (0..prompt as u32).map(|i| (i * 7919 + 13) % vocab).collect();
-    let run = |sink: &mut dyn Sink| -> Result<(f64, f64)> {
+    let run = |sink: &mut dyn Sink, rows: LogitRows| -> Result<(f64, f64)> {
         let mut cache = KvCache::default();
         let pos: Vec<[i64; 4]> = (0..prompt as i64).map(|p| [p, p, p, 0]).collect();
         let t = Instant::now();
-        m.forward_rows(&mut cache, &tokens, &pos, sink, LogitRows::Last)?;
+        m.forward_rows(&mut cache, &tokens, &pos, sink, rows)?;
         let pp = t.elapsed().as_secs_f64();
         let t = Instant::now();
         for i in 0..generate {
@@ -53,16 +85,19 @@ pub fn bench(model: &Path, prompt: usize, generate: usize, reps: usize) -> Resul
         }
         Ok((pp, t.elapsed().as_secs_f64()))
     };
-    let best = |traced: bool| -> Result<(f64, f64)> {
+    let best = |traced: bool, rows: LogitRows| -> Result<(f64, f64)> {
         let mut b = (f64::INFINITY, f64::INFINITY);
         for _ in 0..reps.max(1) {
-            let (pp, tg) = if traced { run(&mut Recorder::new(|_: &str| true))? } else { run(&mut NoSink)? };
+            let (pp, tg) = if traced { run(&mut Recorder::new(|_: &str| true), rows)? } else { run(&mut NoSink, rows)? };
             b = (b.0.min(pp), b.1.min(tg));
         }
         Ok(b)
     };
-    let (pp, tg) = best(false)?;
-    let (ppt, tgt) = best(true)?;
+    let (pp, tg) = best(false, LogitRows::Last)?;
+    // A trace records every row's logits, so the fair untraced comparison
+    // computes them too.
+    let (ppa, _) = best(false, LogitRows::All)?;
+    let (ppt, tgt) = best(true, LogitRows::All)?;
     Ok(BenchResult {
         model: model.display().to_string(),
         threads: rayon::current_num_threads(),
@@ -71,8 +106,72 @@ pub fn bench(model: &Path, prompt: usize, generate: usize, reps: usize) -> Resul
         generate,
         pp_tok_s: prompt as f64 / pp,
         tg_tok_s: generate as f64 / tg,
+        pp_all_logits_tok_s: prompt as f64 / ppa,
         pp_traced_tok_s: prompt as f64 / ppt,
         tg_traced_tok_s: generate as f64 / tgt,
         peak_rss_mib: peak_rss_mib(),
+        triad_gb_s: triad_gb_s(512),
+        tg_file_gb_s: generate as f64 / tg * std::fs::metadata(model).ok().filter(|m| m.is_file()).map_or(f64::NAN, |m| m.len() as f64) / 1e9,
     })
+}
+
+/// One kernel measurement of `parity bench --kernels`.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelResult {
+    pub dtype: String,
+    /// Weight rows × row length.
+    pub shape: [usize; 2],
+    /// Activation rows.
+    pub t: usize,
+    /// Stored weight bytes streamed per second (decoded, multiplied).
+    pub weight_gb_s: f64,
+    /// Multiply-adds per second, in billions.
+    pub gflop_s: f64,
+}
+
+/// Synthetic weights of `dtype`, `rows × k`: random quants, finite scales.
+fn synthetic(dtype: crate::formats::tensor::DType, rows: usize, k: usize) -> Vec<u8> {
+    use crate::formats::tensor::DType;
+    let mut raw = crate::engine::kernels::decode::synthetic_blocks(dtype, rows * k / dtype.block().0, 0x9E37_79B9, false);
+    if matches!(dtype, DType::F16 | DType::BF16) {
+        // Small finite halves: keep the top byte's exponent low.
+        raw.chunks_mut(2).for_each(|h| h[1] &= 0x3b);
+    }
+    raw
+}
+
+/// Times `Linear::forward` on synthetic `rows × k` matrices of each type for
+/// decode (one activation row) and prefill (`t` rows); `only` names the
+/// types to time (all when empty).
+pub fn kernels(rows: usize, k: usize, t: usize, only: &[String]) -> Result<Vec<KernelResult>> {
+    use crate::engine::ops::Linear;
+    use crate::formats::tensor::{Backing, DType, Tensor};
+    let mut out = Vec::new();
+    for dtype in [DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K] {
+        if !only.is_empty() && !only.iter().any(|o| o.eq_ignore_ascii_case(dtype.name())) {
+            continue;
+        }
+        let raw = synthetic(dtype, rows, k);
+        let bytes = raw.len();
+        let w = Tensor::new(format!("synthetic {dtype}"), dtype, vec![rows, k], Backing::Owned(std::sync::Arc::new(raw)), 0..bytes)?;
+        let lin = Linear { w, bias: None, round_input: false };
+        for tt in [1, t] {
+            let x: Vec<f32> = (0..tt * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+            let reps = if tt == 1 { 400 } else { 12 };
+            std::hint::black_box(lin.forward(&x));
+            let t0 = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(lin.forward(&x));
+            }
+            let s = t0.elapsed().as_secs_f64() / reps as f64;
+            out.push(KernelResult {
+                dtype: format!("{dtype:?}"),
+                shape: [rows, k],
+                t: tt,
+                weight_gb_s: bytes as f64 / s / 1e9,
+                gflop_s: (rows * k * tt) as f64 / s / 1e9,
+            });
+        }
+    }
+    Ok(out)
 }

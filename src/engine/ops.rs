@@ -254,12 +254,24 @@ impl Linear {
     /// `[out, T]` → `[T, out]`, plus the bias.
     fn finish(&self, yt: Vec<f32>, t: usize) -> Vec<f32> {
         let n_out = self.out_dim();
+        if t == 1 {
+            return self.add_bias(yt);
+        }
         let mut y = vec![0f32; n_out * t];
-        for o in 0..n_out {
+        // Blocks of 16 outputs keep both sides' cache lines in use.
+        for o0 in (0..n_out).step_by(16) {
+            let o1 = (o0 + 16).min(n_out);
             for ti in 0..t {
-                y[ti * n_out + o] = yt[o * t + ti];
+                for o in o0..o1 {
+                    y[ti * n_out + o] = yt[o * t + ti];
+                }
             }
         }
+        self.add_bias(y)
+    }
+
+    fn add_bias(&self, mut y: Vec<f32>) -> Vec<f32> {
+        let n_out = self.out_dim();
         if let Some(b) = &self.bias {
             for row in y.chunks_mut(n_out) {
                 for (v, bb) in row.iter_mut().zip(b) {

@@ -10,7 +10,7 @@
 
 use std::mem::size_of;
 
-use half::{bf16, f16};
+use half::f16;
 
 use crate::formats::tensor::DType;
 
@@ -154,7 +154,8 @@ pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) {
     match dtype {
         DType::F32 => plain::<4>(bytes, out, |c| f32::from_le_bytes(c)),
         DType::F16 => f16_row(bytes, out),
-        DType::BF16 => plain::<2>(bytes, out, |c| bf16::from_le_bytes(c).to_f32()),
+        // ggml_compute_bf16_to_fp32: the bits shifted up (a signalling NaN stays signalling).
+        DType::BF16 => plain::<2>(bytes, out, |c| f32::from_bits((u16::from_le_bytes(c) as u32) << 16)),
         DType::I32 => plain::<4>(bytes, out, |c| i32::from_le_bytes(c) as f32),
         DType::I64 => plain::<8>(bytes, out, |c| i64::from_le_bytes(c) as f32),
         // Dispatch once per row, not per block, so each block loop inlines and vectorises.

@@ -30,13 +30,16 @@ pub const NR: usize = 16;
 pub const KC: usize = 256;
 /// Register tile: weight rows × activation rows.
 const R: usize = 4;
-const C: usize = 2;
+const C: usize = 3;
+/// Weight rows of a tile with one activation row.
+const R1: usize = 8;
 
 /// Reusable buffers of one thread.
 #[derive(Default)]
 pub struct Scratch {
     w: Vec<f32>,
     lanes: Vec<f32>,
+    tail: Vec<f32>,
 }
 
 /// `yt[j·t + i] = Σ_k w_j[k] · xs[i·k_len + k]` for up to `NR` weight rows given
@@ -44,62 +47,48 @@ pub struct Scratch {
 /// activation rows; `yt` is `[rows.len(), t]`.
 pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &mut [f32], s: &mut Scratch) {
     let (n, t) = (rows.len().min(NR), xs.len() / k.max(1));
-    // Whole rows are decoded first: one sequential stream per row reads memory
-    // far better than 16 interleaved short runs.
-    s.w.resize(n * k, 0.0);
-    for (j, bytes) in rows.iter().take(n).enumerate() {
-        decode(dtype, bytes, &mut s.w[j * k..(j + 1) * k]);
-    }
+    let (block, size) = dtype.block();
+    s.w.resize(n * KC, 0.0);
     s.lanes.clear();
     s.lanes.resize(n * t * 8, 0.0);
+    s.tail.resize(n * 8, 0.0);
     let k8 = k - k % 8;
-    for k0 in (0..k8).step_by(KC) {
-        let kl = KC.min(k8 - k0);
+    // Block by block of KC: the n rows' slices are decoded into a scratch that
+    // stays in L1 (n · KC floats), then every activation row meets them.
+    for k0 in (0..k).step_by(KC) {
+        let k1 = (k0 + KC).min(k);
+        let (b0, b1) = (k0 / block * size, k1.div_ceil(block) * size);
+        for (j, bytes) in rows.iter().take(n).enumerate() {
+            super::decode::decode(dtype, &bytes[b0..b1.min(bytes.len())], &mut s.w[j * KC..j * KC + (k1 - k0)]);
+        }
+        let kl = k1.min(k8).saturating_sub(k0);
         for i0 in (0..t).step_by(C) {
-            for j0 in (0..n).step_by(R) {
-                let (rr, cc) = ((n - j0).min(R), (t - i0).min(C));
-                let w = &s.w[j0 * k + k0..];
+            let cc = (t - i0).min(C);
+            // A single activation row gives each weight row one FMA chain:
+            // R1 rows keep enough chains in flight to hide the FMA latency.
+            let r = if cc == 1 { R1 } else { R };
+            for j0 in (0..n).step_by(r) {
+                let rr = (n - j0).min(r);
+                let w = &s.w[j0 * KC..];
                 let x = &xs[i0 * k + k0..];
                 let lanes = &mut s.lanes[(j0 * t + i0) * 8..];
-                tile(rr, cc, w, x, k, kl, lanes, t);
+                tile(rr, cc, w, KC, x, k, kl, lanes, t);
+            }
+        }
+        if k1 == k && k8 < k {
+            for j in 0..n {
+                let w = &s.w[j * KC + (k8 - k0)..j * KC + (k - k0)];
+                s.tail[j * 8..j * 8 + w.len()].copy_from_slice(w);
             }
         }
     }
     for (j, y) in yt.chunks_mut(t).take(n).enumerate() {
-        let wtail = &s.w[j * k + k8..(j + 1) * k];
+        let wtail = &s.tail[j * 8..j * 8 + (k - k8)];
         for (i, v) in y.iter_mut().enumerate() {
             let l = &s.lanes[(j * t + i) * 8..(j * t + i) * 8 + 8];
             *v = finish(l, wtail, &xs[i * k + k8..(i + 1) * k]);
         }
     }
-}
-
-/// Decodes whole blocks of `dtype` into `out`: the values `quants::dequantize`
-/// gives (a test holds them equal), with SIMD conversions for f16 and bf16.
-pub fn decode(dtype: DType, bytes: &[u8], out: &mut [f32]) {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c"))]
-    if matches!(dtype, DType::F16 | DType::BF16) {
-        let n = out.len().min(bytes.len() / 2);
-        let n8 = n - n % 8;
-        // SAFETY: AVX2 and F16C are enabled for this build; each step reads 16
-        // bytes below 2·n8 ≤ bytes.len() and writes 8 floats below n8 ≤ out.len().
-        unsafe {
-            use std::arch::x86_64::*;
-            let (pb, po) = (bytes.as_ptr(), out.as_mut_ptr());
-            for i in (0..n8).step_by(8) {
-                let h = _mm_loadu_si128(pb.add(2 * i) as *const __m128i);
-                let v = if dtype == DType::F16 {
-                    _mm256_cvtph_ps(h)
-                } else {
-                    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
-                };
-                _mm256_storeu_ps(po.add(i), v);
-            }
-        }
-        quants::dequantize(dtype, &bytes[2 * n8..], &mut out[n8..]);
-        return;
-    }
-    quants::dequantize(dtype, bytes, out)
 }
 
 /// Lanes summed in the fixed tree, then the tail by fused multiply-adds.
@@ -112,35 +101,43 @@ fn finish(l: &[f32], wtail: &[f32], xtail: &[f32]) -> f32 {
     s
 }
 
-/// Adds one chunk's products of `rr ≤ R` decoded rows (stride `k`) and `cc ≤ C`
+/// Adds one chunk's products of `rr ≤ R` decoded rows (stride `wk`) and `cc ≤ C`
 /// activation rows (stride `k`) over `kl` (a multiple of 8) elements into
 /// `lanes` (element (j, i) at `(j·t + i)·8`).
 #[allow(clippy::too_many_arguments)]
-fn tile(rr: usize, cc: usize, w: &[f32], x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
-    assert!(rr <= R && cc <= C && kl % 8 == 0);
-    assert!(w.len() >= (rr - 1) * k + kl && x.len() >= (cc - 1) * k + kl && lanes.len() >= ((rr - 1) * t + cc) * 8);
+fn tile(rr: usize, cc: usize, w: &[f32], wk: usize, x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
+    assert!(rr <= if cc == 1 { R1 } else { R } && cc <= C && kl % 8 == 0);
+    assert!(w.len() >= (rr - 1) * wk + kl && x.len() >= (cc - 1) * k + kl && lanes.len() >= ((rr - 1) * t + cc) * 8);
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
     // SAFETY: AVX2 and FMA are enabled for this build; the bounds asserted above
     // cover every load and store the kernel makes.
     unsafe {
         match (rr, cc) {
-            (4, 2) => tile_avx2::<4, 2>(w, x, k, kl, lanes, t),
-            (3, 2) => tile_avx2::<3, 2>(w, x, k, kl, lanes, t),
-            (2, 2) => tile_avx2::<2, 2>(w, x, k, kl, lanes, t),
-            (1, 2) => tile_avx2::<1, 2>(w, x, k, kl, lanes, t),
-            (4, _) => tile_avx2::<4, 1>(w, x, k, kl, lanes, t),
-            (3, _) => tile_avx2::<3, 1>(w, x, k, kl, lanes, t),
-            (2, _) => tile_avx2::<2, 1>(w, x, k, kl, lanes, t),
-            _ => tile_avx2::<1, 1>(w, x, k, kl, lanes, t),
+            (4, 3) => tile_avx2::<4, 3>(w, wk, x, k, kl, lanes, t),
+            (3, 3) => tile_avx2::<3, 3>(w, wk, x, k, kl, lanes, t),
+            (2, 3) => tile_avx2::<2, 3>(w, wk, x, k, kl, lanes, t),
+            (1, 3) => tile_avx2::<1, 3>(w, wk, x, k, kl, lanes, t),
+            (4, 2) => tile_avx2::<4, 2>(w, wk, x, k, kl, lanes, t),
+            (3, 2) => tile_avx2::<3, 2>(w, wk, x, k, kl, lanes, t),
+            (2, 2) => tile_avx2::<2, 2>(w, wk, x, k, kl, lanes, t),
+            (1, 2) => tile_avx2::<1, 2>(w, wk, x, k, kl, lanes, t),
+            (8, _) => tile_avx2::<8, 1>(w, wk, x, k, kl, lanes, t),
+            (7, _) => tile_avx2::<7, 1>(w, wk, x, k, kl, lanes, t),
+            (6, _) => tile_avx2::<6, 1>(w, wk, x, k, kl, lanes, t),
+            (5, _) => tile_avx2::<5, 1>(w, wk, x, k, kl, lanes, t),
+            (4, _) => tile_avx2::<4, 1>(w, wk, x, k, kl, lanes, t),
+            (3, _) => tile_avx2::<3, 1>(w, wk, x, k, kl, lanes, t),
+            (2, _) => tile_avx2::<2, 1>(w, wk, x, k, kl, lanes, t),
+            _ => tile_avx2::<1, 1>(w, wk, x, k, kl, lanes, t),
         }
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
-    tile_ref(rr, cc, w, x, k, kl, lanes, t)
+    tile_ref(rr, cc, w, wk, x, k, kl, lanes, t)
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 #[inline]
-unsafe fn tile_avx2<const RR: usize, const CC: usize>(w: &[f32], x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
+unsafe fn tile_avx2<const RR: usize, const CC: usize>(w: &[f32], wk: usize, x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
     use std::arch::x86_64::*;
     let (pw, px, pl) = (w.as_ptr(), x.as_ptr(), lanes.as_mut_ptr());
     let mut acc = [[_mm256_setzero_ps(); CC]; RR];
@@ -151,7 +148,7 @@ unsafe fn tile_avx2<const RR: usize, const CC: usize>(w: &[f32], x: &[f32], k: u
             *v = _mm256_loadu_ps(px.add(c * k + s));
         }
         for (r, a) in acc.iter_mut().enumerate() {
-            let wv = _mm256_loadu_ps(pw.add(r * k + s));
+            let wv = _mm256_loadu_ps(pw.add(r * wk + s));
             for c in 0..CC {
                 a[c] = _mm256_fmadd_ps(wv, xv[c], a[c]);
             }
@@ -168,13 +165,13 @@ unsafe fn tile_avx2<const RR: usize, const CC: usize>(w: &[f32], x: &[f32], k: u
 
 /// The plain twin of `tile`.
 #[allow(clippy::too_many_arguments)]
-pub fn tile_ref(rr: usize, cc: usize, w: &[f32], x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
+pub fn tile_ref(rr: usize, cc: usize, w: &[f32], wk: usize, x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
     for r in 0..rr {
         for c in 0..cc {
             let mut chunk = [0f32; 8];
             for s in (0..kl).step_by(8) {
                 for (l, a) in chunk.iter_mut().enumerate() {
-                    *a = w[r * k + s + l].mul_add(x[c * k + s + l], *a);
+                    *a = w[r * wk + s + l].mul_add(x[c * k + s + l], *a);
                 }
             }
             for (l, a) in chunk.iter().enumerate() {
@@ -254,23 +251,6 @@ mod tests {
         rows_times_acts(DType::Q8_0, &[&row], &xs, k, &mut fast, &mut Scratch::default());
         rows_times_acts_ref(DType::Q8_0, &[&row], &xs, k, &mut plain);
         assert_eq!(bits(&fast), bits(&plain));
-    }
-
-    #[test]
-    fn simd_decoding_gives_the_values_of_the_dequantiser() {
-        let mut raw: Vec<u8> = (0..2 * 203u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-        // Include the special values: zeros, infinities, NaNs, subnormals.
-        raw[..8].copy_from_slice(&[0x00, 0x00, 0x00, 0x80, 0x00, 0x7c, 0x01, 0x00]);
-        for dtype in [DType::F16, DType::BF16] {
-            for off in [0, 1] {
-                let b = &raw[off..];
-                let n = b.len() / 2;
-                let (mut fast, mut plain) = (vec![0f32; n], vec![0f32; n]);
-                decode(dtype, b, &mut fast);
-                quants::dequantize(dtype, b, &mut plain);
-                assert_eq!(bits(&fast), bits(&plain), "{dtype:?} offset {off}");
-            }
-        }
     }
 
     #[test]

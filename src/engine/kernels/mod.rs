@@ -19,6 +19,7 @@
 //! batch-invariant: an activation row's result does not depend on how many
 //! other rows share the call or where it sits among them.
 
+pub mod decode;
 pub mod f32act;
 pub mod gemm;
 pub mod q8act;
