@@ -133,6 +133,9 @@ enum Command {
         /// Repetitions (best is reported)
         #[arg(long, default_value_t = 2)]
         reps: usize,
+        /// Override a named convention (repeatable), e.g. --set activation_rounding=llamacpp
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Compare two traces without a contract; B is the reference
     Diff {
@@ -179,7 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(code)
         }
-        Command::Bench { model, kernels, types, prompt, generate, reps } => {
+        Command::Bench { model, kernels, types, prompt, generate, reps, set } => {
             if kernels {
                 for r in parity::engine::bench::kernels(3072, 1024, prompt, &types)? {
                     println!("{}", serde_json::to_string(&r)?);
@@ -187,7 +190,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(0);
             }
             let model = model.ok_or_else(|| anyhow::anyhow!("bench needs --model (or --kernels)"))?;
-            let r = parity::engine::bench::bench(&model, prompt, generate, reps)?;
+            let opts = parity::engine::RunOptions { settings: parse_settings(&set)?, ..Default::default() };
+            let r = parity::engine::bench::bench(&model, &opts, prompt, generate, reps)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(0)
         }
@@ -217,11 +221,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Trace { model, like, out, layers, stages, set } => {
             let reference = parity::formats::trace::Trace::open(&like)?;
             let mut opts = parity::engine::RunOptions { layers, ..Default::default() };
-            for kv in &set {
-                let (k, v) = kv.split_once('=').ok_or_else(|| anyhow::anyhow!("--set {kv}: expected KEY=VALUE"))?;
-                let v: serde_yaml::Value = serde_yaml::from_str(v).with_context(|| format!("--set {kv}"))?;
-                opts.settings.insert(k.to_string(), v);
-            }
+            opts.settings = parse_settings(&set)?;
             if let Some(g) = stages {
                 let glob = harness::glob::Glob::new(&g).map_err(|e| anyhow::anyhow!("--stages {g}: {e}"))?;
                 opts.stages = Some(std::sync::Arc::new(move |n: &str| glob.matches(n)));
@@ -263,4 +263,15 @@ fn out(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
     }
+}
+
+/// `--set KEY=VALUE` arguments as named-convention overrides (values parsed as YAML).
+fn parse_settings(set: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, serde_yaml::Value>> {
+    let mut out = std::collections::BTreeMap::new();
+    for kv in set {
+        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow::anyhow!("--set {kv}: expected KEY=VALUE"))?;
+        let v: serde_yaml::Value = serde_yaml::from_str(v).with_context(|| format!("--set {kv}"))?;
+        out.insert(k.to_string(), v);
+    }
+    Ok(out)
 }

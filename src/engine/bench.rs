@@ -16,6 +16,8 @@ use crate::error::Result;
 pub struct BenchResult {
     pub model: String,
     pub threads: usize,
+    /// Named-convention overrides the engine ran with (`--set`).
+    pub settings: std::collections::BTreeMap<String, serde_yaml::Value>,
     pub load_s: f64,
     pub prompt: usize,
     pub generate: usize,
@@ -26,6 +28,9 @@ pub struct BenchResult {
     /// Every stage recorded (every row's logits included).
     pub pp_traced_tok_s: f64,
     pub tg_traced_tok_s: f64,
+    /// Peak resident memory after the untraced runs (model, KV cache, activations).
+    pub peak_rss_untraced_mib: f64,
+    /// Peak resident memory over everything, the traced runs' recorded stages included.
     pub peak_rss_mib: f64,
     /// STREAM-like triad on this machine, same threads (see [`triad_gb_s`]).
     pub triad_gb_s: f64,
@@ -66,9 +71,9 @@ fn peak_rss_mib() -> f64 {
 }
 
 /// Best of `reps` runs of: prefill `prompt` tokens, then `generate` single-token decode calls.
-pub fn bench(model: &Path, prompt: usize, generate: usize, reps: usize) -> Result<BenchResult> {
+pub fn bench(model: &Path, opts: &RunOptions, prompt: usize, generate: usize, reps: usize) -> Result<BenchResult> {
     let t0 = Instant::now();
-    let (m, _) = engine::load(model, &RunOptions::default())?;
+    let (m, _) = engine::load(model, opts)?;
     let load_s = t0.elapsed().as_secs_f64();
     let vocab = m.cfg.vocab.value as u32;
     let tokens: Vec<u32> = (0..prompt as u32).map(|i| (i * 7919 + 13) % vocab).collect();
@@ -94,6 +99,7 @@ pub fn bench(model: &Path, prompt: usize, generate: usize, reps: usize) -> Resul
         Ok(b)
     };
     let (pp, tg) = best(false, LogitRows::Last)?;
+    let rss_untraced = peak_rss_mib();
     // A trace records every row's logits, so the fair untraced comparison
     // computes them too.
     let (ppa, _) = best(false, LogitRows::All)?;
@@ -101,6 +107,7 @@ pub fn bench(model: &Path, prompt: usize, generate: usize, reps: usize) -> Resul
     Ok(BenchResult {
         model: model.display().to_string(),
         threads: rayon::current_num_threads(),
+        settings: opts.settings.clone(),
         load_s,
         prompt,
         generate,
@@ -109,6 +116,7 @@ pub fn bench(model: &Path, prompt: usize, generate: usize, reps: usize) -> Resul
         pp_all_logits_tok_s: prompt as f64 / ppa,
         pp_traced_tok_s: prompt as f64 / ppt,
         tg_traced_tok_s: generate as f64 / tgt,
+        peak_rss_untraced_mib: rss_untraced,
         peak_rss_mib: peak_rss_mib(),
         triad_gb_s: triad_gb_s(512),
         tg_file_gb_s: generate as f64 / tg * std::fs::metadata(model).ok().filter(|m| m.is_file()).map_or(f64::NAN, |m| m.len() as f64) / 1e9,

@@ -246,7 +246,8 @@ impl Linear {
         yt.par_chunks_mut(gemm::NR * t).enumerate().for_each_init(gemm::Scratch::default, |scratch, (c, chunk)| {
             let first = c * gemm::NR;
             let rows: Vec<&[u8]> = (first..first + chunk.len() / t).map(|r| self.w.row_bytes(r)).collect();
-            gemm::rows_times_acts(dtype, &rows, x, n_in, chunk, scratch);
+            let next: Vec<&[u8]> = (first + gemm::NR..(first + 2 * gemm::NR).min(n_out)).map(|r| self.w.row_bytes(r)).collect();
+            gemm::rows_times_acts(dtype, &rows, x, n_in, chunk, scratch, &next);
         });
         self.finish(yt, t)
     }

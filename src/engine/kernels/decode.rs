@@ -371,11 +371,13 @@ mod avx512 {
         }
     }
 
+    /// q6_K: the six-bit values are put together sixteen bytes at a time
+    /// (minus 32, as i8), then widened, converted and scaled.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub unsafe fn q6_k(bytes: &[u8], out: &mut [f32]) {
-        let mask = _mm512_set1_epi32(0x0F);
-        let three = _mm512_set1_epi32(3);
-        let bias = _mm512_set1_epi32(32);
+        let mask = _mm_set1_epi8(0x0F);
+        let three = _mm_set1_epi8(3);
+        let bias = _mm_set1_epi8(32);
         for (b, y) in bytes.chunks_exact(210).zip(out.chunks_exact_mut(256)) {
             let ds = q6_scales(b);
             let py = y.as_mut_ptr();
@@ -384,16 +386,19 @@ mod avx512 {
                 let qh = b.as_ptr().add(128 + 32 * n);
                 for g in 0..2 {
                     let l = 16 * g;
-                    let (a, c, h) = (bytes16!(ql.add(l)), bytes16!(ql.add(l + 32)), bytes16!(qh.add(l)));
+                    let ld = |p: *const u8| _mm_loadu_si128(p as *const __m128i);
+                    let (a, c, h) = (ld(ql.add(l)), ld(ql.add(l + 32)), ld(qh.add(l)));
+                    let top = |s: i32| _mm_slli_epi16::<4>(_mm_and_si128(_mm_srl_epi16(h, _mm_cvtsi32_si128(s)), three));
                     let qv = [
-                        _mm512_or_si512(_mm512_and_si512(a, mask), high_bits!(h, 0, three)),
-                        _mm512_or_si512(_mm512_and_si512(c, mask), high_bits!(h, 2, three)),
-                        _mm512_or_si512(_mm512_srli_epi32::<4>(a), high_bits!(h, 4, three)),
-                        _mm512_or_si512(_mm512_srli_epi32::<4>(c), high_bits!(h, 6, three)),
+                        _mm_or_si128(_mm_and_si128(a, mask), top(0)),
+                        _mm_or_si128(_mm_and_si128(c, mask), top(2)),
+                        _mm_or_si128(_mm_and_si128(_mm_srli_epi16::<4>(a), mask), top(4)),
+                        _mm_or_si128(_mm_and_si128(_mm_srli_epi16::<4>(c), mask), top(6)),
                     ];
                     let is = 8 * n + g;
                     for (j, q) in qv.into_iter().enumerate() {
-                        let v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, bias)), _mm512_set1_ps(ds[is + 2 * j]));
+                        let q = _mm512_cvtepi8_epi32(_mm_sub_epi8(q, bias));
+                        let v = _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(ds[is + 2 * j]));
                         _mm512_storeu_ps(py.add(128 * n + l + 32 * j), v);
                     }
                 }

@@ -44,8 +44,11 @@ pub struct Scratch {
 
 /// `yt[j·t + i] = Σ_k w_j[k] · xs[i·k_len + k]` for up to `NR` weight rows given
 /// as stored bytes of `dtype` (each holding `k` elements) and `t = xs.len() / k`
-/// activation rows; `yt` is `[rows.len(), t]`.
-pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &mut [f32], s: &mut Scratch) {
+/// activation rows; `yt` is `[rows.len(), t]`. `next` are the rows this
+/// thread will probably take next: their first bytes are prefetched while the
+/// last slice of these is multiplied (results never depend on it).
+#[allow(clippy::too_many_arguments)]
+pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &mut [f32], s: &mut Scratch, next: &[&[u8]]) {
     let (n, t) = (rows.len().min(NR), xs.len() / k.max(1));
     let (block, size) = dtype.block();
     s.w.resize(n * KC, 0.0);
@@ -60,6 +63,13 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
         let (b0, b1) = (k0 / block * size, k1.div_ceil(block) * size);
         for (j, bytes) in rows.iter().take(n).enumerate() {
             super::decode::decode(dtype, &bytes[b0..b1.min(bytes.len())], &mut s.w[j * KC..j * KC + (k1 - k0)]);
+        }
+        // Weights stream from memory once per call: ask for the next slice
+        // (or the next rows) now, so it arrives while these are multiplied.
+        if k1 < k {
+            rows.iter().take(n).for_each(|r| prefetch(r.get(b1..(2 * b1 - b0).min(r.len())).unwrap_or(&[])));
+        } else {
+            next.iter().for_each(|r| prefetch(&r[..(b1 - b0).min(r.len())]));
         }
         let kl = k1.min(k8).saturating_sub(k0);
         for i0 in (0..t).step_by(C) {
@@ -88,6 +98,16 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
             let l = &s.lanes[(j * t + i) * 8..(j * t + i) * 8 + 8];
             *v = finish(l, wtail, &xs[i * k + k8..(i + 1) * k]);
         }
+    }
+}
+
+/// Asks for every cache line of `bytes` (a hint; nothing is read).
+#[inline]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..bytes.len()).step_by(64) {
+        // SAFETY: `off` is inside `bytes`; a prefetch never faults or reads into the program.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(bytes.as_ptr().add(off) as *const i8) };
     }
 }
 
@@ -232,7 +252,7 @@ mod tests {
                 for t in [1, 2, 3, 5, 64] {
                     let xs = vals(100 + t as u32, t * k);
                     let (mut fast, mut plain) = (vec![0f32; n * t], vec![0f32; n * t]);
-                    rows_times_acts(DType::F32, &refs, &xs, k, &mut fast, &mut s);
+                    rows_times_acts(DType::F32, &refs, &xs, k, &mut fast, &mut s, &[]);
                     rows_times_acts_ref(DType::F32, &refs, &xs, k, &mut plain);
                     assert_eq!(bits(&fast), bits(&plain), "k = {k}, rows = {n}, t = {t}");
                 }
@@ -248,7 +268,7 @@ mod tests {
         let row: Vec<u8> = (0..k / 32).flat_map(|b| d.into_iter().chain((0..32).map(move |i| ((b * 7 + i * 13) % 255) as u8))).collect();
         let xs = vals(5, 3 * k);
         let (mut fast, mut plain) = (vec![0f32; 3], vec![0f32; 3]);
-        rows_times_acts(DType::Q8_0, &[&row], &xs, k, &mut fast, &mut Scratch::default());
+        rows_times_acts(DType::Q8_0, &[&row], &xs, k, &mut fast, &mut Scratch::default(), &[]);
         rows_times_acts_ref(DType::Q8_0, &[&row], &xs, k, &mut plain);
         assert_eq!(bits(&fast), bits(&plain));
     }
@@ -260,10 +280,10 @@ mod tests {
         let xs = vals(9, 11 * k);
         let mut s = Scratch::default();
         let mut all = vec![0f32; 11];
-        rows_times_acts(DType::F16, &[&row], &xs, k, &mut all, &mut s);
+        rows_times_acts(DType::F16, &[&row], &xs, k, &mut all, &mut s, &[&row]);
         for i in 0..11 {
             let mut one = [0f32];
-            rows_times_acts(DType::F16, &[&row], &xs[i * k..(i + 1) * k], k, &mut one, &mut s);
+            rows_times_acts(DType::F16, &[&row], &xs[i * k..(i + 1) * k], k, &mut one, &mut s, &[]);
             assert_eq!(one[0].to_bits(), all[i].to_bits(), "row {i}");
         }
     }
