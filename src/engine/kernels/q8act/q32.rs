@@ -37,30 +37,46 @@ pub(super) fn dot_rows_ref(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]
     }
 }
 
-/// The weight row unpacked: integers contiguous (Q4_0 as unsigned nibbles)
-/// and scales widened to f32.
+/// The weight row unpacked: integers contiguous and scales widened to f32.
+/// `q` is what `maddubs` takes unsigned: Q4_0's nibbles, Q8_0's magnitudes
+/// (then `signs` holds Q8_0's integers, whose signs go onto the activations).
 #[derive(Default)]
 struct Unpacked {
     q: Vec<u8>,
+    signs: Vec<i8>,
     d: Vec<f32>,
 }
 
 impl Unpacked {
     fn fill(&mut self, dtype: DType, w: &[u8]) {
-        self.q.clear();
-        self.d.clear();
+        // Sized first and written through fixed-size blocks, so the loops vectorise.
         if dtype == DType::Q8_0 {
-            for b in blocks_of::<BlockQ8_0>(w) {
-                self.q.extend(b.qs.map(|v| v as u8));
-                self.d.push(f32_of(b.d));
+            let bs = blocks_of::<BlockQ8_0>(w);
+            self.resize(bs.len(), true);
+            for ((b, q), s) in bs.iter().zip(self.q.chunks_exact_mut(QK)).zip(self.signs.chunks_exact_mut(QK)) {
+                for j in 0..QK {
+                    q[j] = b.qs[j].unsigned_abs();
+                }
+                s.copy_from_slice(&b.qs);
             }
+            self.d.iter_mut().zip(bs).for_each(|(d, b)| *d = f32_of(b.d));
         } else {
-            for b in blocks_of::<BlockQ4_0>(w) {
-                self.q.extend(b.qs.map(|v| v & 0x0F));
-                self.q.extend(b.qs.map(|v| v >> 4));
-                self.d.push(f32_of(b.d));
+            let bs = blocks_of::<BlockQ4_0>(w);
+            self.resize(bs.len(), false);
+            for (b, q) in bs.iter().zip(self.q.chunks_exact_mut(QK)) {
+                for j in 0..QK / 2 {
+                    q[j] = b.qs[j] & 0x0F;
+                    q[j + QK / 2] = b.qs[j] >> 4;
+                }
             }
+            self.d.iter_mut().zip(bs).for_each(|(d, b)| *d = f32_of(b.d));
         }
+    }
+
+    fn resize(&mut self, nb: usize, signed: bool) {
+        self.q.resize(nb * QK, 0);
+        self.signs.resize(if signed { nb * QK } else { 0 }, 0);
+        self.d.resize(nb, 0.0);
     }
 }
 
@@ -77,12 +93,13 @@ pub(super) fn dot_rows(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
         for (i, o) in out.iter_mut().enumerate() {
             let (ya, da, bs) = acts.row(i);
             // SAFETY: AVX2 and FMA are enabled for this build; the kernel reads
-            // nb blocks of u.q, u.d, ya, da and 2·nb sums of bs, all that long.
+            // nb blocks of u.q, u.signs (Q8_0), u.d, ya, da and 2·nb sums of bs,
+            // all that long.
             *o = unsafe {
                 if dtype == DType::Q8_0 {
-                    avx2::row::<true>(&u.q, &u.d, ya, da, bs, nb)
+                    avx2::row::<true>(&u.q, &u.signs, &u.d, ya, da, bs, nb)
                 } else {
-                    avx2::row::<false>(&u.q, &u.d, ya, da, bs, nb)
+                    avx2::row::<false>(&u.q, &u.signs, &u.d, ya, da, bs, nb)
                 }
             };
         }
@@ -97,15 +114,18 @@ mod avx2 {
 
     /// One activation row against the unpacked weight row: `nb` blocks.
     #[inline(always)]
-    pub(super) unsafe fn row<const SIGNED: bool>(wq: &[u8], dw: &[f32], ya: &[i8], da: &[f32], bs: &[i16], nb: usize) -> f32 {
+    pub(super) unsafe fn row<const SIGNED: bool>(wq: &[u8], ws: &[i8], dw: &[f32], ya: &[i8], da: &[f32], bs: &[i16], nb: usize) -> f32 {
         debug_assert!(wq.len() >= nb * QK && ya.len() >= nb * QK && dw.len() >= nb && da.len() >= nb && bs.len() >= nb * QK / BSUM);
+        debug_assert!(!SIGNED || ws.len() >= nb * QK);
+        // Q4_0 has no signs: point at its integers (never read) to stay in bounds.
+        let ps = if SIGNED { ws.as_ptr() } else { wq.as_ptr() as *const i8 };
         let (pw, py) = (wq.as_ptr(), ya.as_ptr());
         let mut acc = _mm256_setzero_ps();
         let n8 = nb - nb % 8;
         for g in (0..n8).step_by(8) {
             let mut v = [_mm256_setzero_si256(); 8];
             for (u, v) in v.iter_mut().enumerate() {
-                *v = block_lanes::<SIGNED>(pw.add((g + u) * QK), py.add((g + u) * QK));
+                *v = block_lanes::<SIGNED>(pw.add((g + u) * QK), ps.add((g + u) * QK), py.add((g + u) * QK));
             }
             let mut s = sum_each(&v);
             if !SIGNED {
@@ -117,7 +137,7 @@ mod avx2 {
         let mut lanes = [0f32; 8];
         _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
         for b in n8..nb {
-            let mut s = hsum(block_lanes::<SIGNED>(pw.add(b * QK), py.add(b * QK)));
+            let mut s = hsum(block_lanes::<SIGNED>(pw.add(b * QK), ps.add(b * QK), py.add(b * QK)));
             if !SIGNED {
                 s -= Q4_0_OFFSET * (bs[2 * b] as i32 + bs[2 * b + 1] as i32);
             }
@@ -129,12 +149,12 @@ mod avx2 {
     /// One block's products summed into 8 i32 lanes (4 elements each), exact:
     /// i16 pairs stay below 2·128·127 (signed) or 2·15·128 (nibbles).
     #[inline(always)]
-    unsafe fn block_lanes<const SIGNED: bool>(w: *const u8, y: *const i8) -> __m256i {
+    unsafe fn block_lanes<const SIGNED: bool>(w: *const u8, signs: *const i8, y: *const i8) -> __m256i {
         let w = _mm256_loadu_si256(w as *const __m256i);
         let y = _mm256_loadu_si256(y as *const __m256i);
         let p = if SIGNED {
             // |w| · (y with w's sign): maddubs wants its first operand unsigned.
-            _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
+            _mm256_maddubs_epi16(w, _mm256_sign_epi8(y, _mm256_loadu_si256(signs as *const __m256i)))
         } else {
             _mm256_maddubs_epi16(w, y)
         };
