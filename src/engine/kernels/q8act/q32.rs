@@ -5,7 +5,7 @@
 //! blocks once, then takes the activation rows one at a time, eight blocks
 //! at a step: eight exact block sums land in one vector, one per lane.
 
-use super::{accumulate, blocks_of, lane_tree, QActs, BSUM};
+use super::{accumulate, blocks_of, lane_tree, QActs};
 use crate::formats::quants::{f32_of, BlockQ4_0, BlockQ8_0, QK};
 use crate::formats::tensor::DType;
 
@@ -54,8 +54,8 @@ impl Unpacked {
             let bs = blocks_of::<BlockQ8_0>(w);
             self.resize(bs.len(), true);
             for ((b, q), s) in bs.iter().zip(self.q.chunks_exact_mut(QK)).zip(self.signs.chunks_exact_mut(QK)) {
-                for j in 0..QK {
-                    q[j] = b.qs[j].unsigned_abs();
+                for (q, v) in q.iter_mut().zip(&b.qs) {
+                    *q = v.unsigned_abs();
                 }
                 s.copy_from_slice(&b.qs);
             }
@@ -80,28 +80,65 @@ impl Unpacked {
     }
 }
 
-/// The AVX2 kernel (`SIGNED`: Q8_0's i8 weights; otherwise Q4_0's nibbles,
-/// whose offset comes off as `8 · Σ y` from the activation sums).
+/// Activation rows from which the weight row is unpacked first; fewer rows
+/// read the blocks in place (unpacking is worth it only when reused).
+const UNPACK_FROM_ROWS: usize = 4;
+
+/// The AVX2 kernel. Q4_0's offset comes off as `8 · Σ y`, from the activation sums.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 pub(super) fn dot_rows(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
+    use std::arch::x86_64::*;
     thread_local! {
         static ROW: std::cell::RefCell<Unpacked> = std::cell::RefCell::default();
+    }
+    let offset = dtype == DType::Q4_0;
+    // Each `lanes(b, y)` gives block b's products with activations y in 8 i32
+    // lanes; `scale(b)` its weight scale.
+    // SAFETY (all blocks below): AVX2 and FMA are enabled for this build;
+    // avx2::row asks only for blocks below nb, which every slice here holds.
+    if out.len() < UNPACK_FROM_ROWS {
+        let nb = acts.k / QK;
+        if dtype == DType::Q8_0 {
+            let bs = &blocks_of::<BlockQ8_0>(w)[..nb];
+            let lanes = |b: usize, y| unsafe {
+                let w = _mm256_loadu_si256(bs.get_unchecked(b).qs.as_ptr() as *const __m256i);
+                // |w| · (y with w's sign): maddubs wants its first operand unsigned.
+                avx2::madd_pairs(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
+            };
+            let scale = |b: usize| f32_of(unsafe { bs.get_unchecked(b) }.d);
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = unsafe { avx2::row(lanes, scale, acts, i, nb, false) };
+            }
+        } else {
+            let bs = &blocks_of::<BlockQ4_0>(w)[..nb];
+            let lanes = |b: usize, y| unsafe {
+                let x = _mm_loadu_si128(bs.get_unchecked(b).qs.as_ptr() as *const __m128i);
+                let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(0x0F));
+                avx2::madd_pairs(q, y)
+            };
+            let scale = |b: usize| f32_of(unsafe { bs.get_unchecked(b) }.d);
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = unsafe { avx2::row(lanes, scale, acts, i, nb, true) };
+            }
+        }
+        return;
     }
     ROW.with_borrow_mut(|u| {
         u.fill(dtype, w);
         let nb = u.d.len().min(acts.k / QK);
-        for (i, o) in out.iter_mut().enumerate() {
-            let (ya, da, bs) = acts.row(i);
-            // SAFETY: AVX2 and FMA are enabled for this build; the kernel reads
-            // nb blocks of u.q, u.signs (Q8_0), u.d, ya, da and 2·nb sums of bs,
-            // all that long.
-            *o = unsafe {
-                if dtype == DType::Q8_0 {
-                    avx2::row::<true>(&u.q, &u.signs, &u.d, ya, da, bs, nb)
-                } else {
-                    avx2::row::<false>(&u.q, &u.signs, &u.d, ya, da, bs, nb)
-                }
-            };
+        let load = |v: &[u8], b: usize| unsafe { _mm256_loadu_si256(v.as_ptr().add(b * QK) as *const __m256i) };
+        let scale = |b: usize| unsafe { *u.d.get_unchecked(b) };
+        if dtype == DType::Q8_0 {
+            let signs: &[u8] = bytemuck::cast_slice(&u.signs);
+            let lanes = |b: usize, y| unsafe { avx2::madd_pairs(load(&u.q, b), _mm256_sign_epi8(y, load(signs, b))) };
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = unsafe { avx2::row(lanes, scale, acts, i, nb, offset) };
+            }
+        } else {
+            let lanes = |b: usize, y| unsafe { avx2::madd_pairs(load(&u.q, b), y) };
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = unsafe { avx2::row(lanes, scale, acts, i, nb, offset) };
+            }
         }
     })
 }
@@ -110,61 +147,52 @@ pub(super) fn dot_rows(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{accumulate, lane_tree, BSUM, Q4_0_OFFSET, QK};
+    use super::{accumulate, lane_tree, QActs, Q4_0_OFFSET, QK};
 
-    /// One activation row against the unpacked weight row: `nb` blocks.
+    /// Activation row `i` against `nb` weight blocks (see `dot_rows`); with
+    /// `offset`, Q4_0's `8 · Σ y` comes off each block sum.
     #[inline(always)]
-    pub(super) unsafe fn row<const SIGNED: bool>(wq: &[u8], ws: &[i8], dw: &[f32], ya: &[i8], da: &[f32], bs: &[i16], nb: usize) -> f32 {
-        debug_assert!(wq.len() >= nb * QK && ya.len() >= nb * QK && dw.len() >= nb && da.len() >= nb && bs.len() >= nb * QK / BSUM);
-        debug_assert!(!SIGNED || ws.len() >= nb * QK);
-        // Q4_0 has no signs: point at its integers (never read) to stay in bounds.
-        let ps = if SIGNED { ws.as_ptr() } else { wq.as_ptr() as *const i8 };
-        let (pw, py) = (wq.as_ptr(), ya.as_ptr());
+    pub(super) unsafe fn row(
+        lanes: impl Fn(usize, __m256i) -> __m256i,
+        scale: impl Fn(usize) -> f32,
+        acts: &QActs,
+        i: usize,
+        nb: usize,
+        offset: bool,
+    ) -> f32 {
+        let (ya, da, bs) = acts.row(i);
+        assert!(ya.len() >= nb * QK && da.len() >= nb && bs.len() >= 2 * nb);
+        let y = |b: usize| _mm256_loadu_si256(ya.as_ptr().add(b * QK) as *const __m256i);
         let mut acc = _mm256_setzero_ps();
         let n8 = nb - nb % 8;
         for g in (0..n8).step_by(8) {
-            let mut v = [_mm256_setzero_si256(); 8];
-            for (u, v) in v.iter_mut().enumerate() {
-                *v = block_lanes::<SIGNED>(pw.add((g + u) * QK), ps.add((g + u) * QK), py.add((g + u) * QK));
-            }
+            let v: [__m256i; 8] = std::array::from_fn(|u| lanes(g + u, y(g + u)));
             let mut s = sum_each(&v);
-            if !SIGNED {
-                s = _mm256_sub_epi32(s, _mm256_mullo_epi32(block_sums(bs.as_ptr().add(g * 2)), _mm256_set1_epi32(Q4_0_OFFSET)));
+            if offset {
+                let sums = _mm256_madd_epi16(_mm256_loadu_si256(bs.as_ptr().add(2 * g) as *const __m256i), _mm256_set1_epi16(1));
+                s = _mm256_sub_epi32(s, _mm256_mullo_epi32(sums, _mm256_set1_epi32(Q4_0_OFFSET)));
             }
-            let d = _mm256_mul_ps(_mm256_loadu_ps(dw.as_ptr().add(g)), _mm256_loadu_ps(da.as_ptr().add(g)));
+            let dw: [f32; 8] = std::array::from_fn(|u| scale(g + u));
+            let d = _mm256_mul_ps(_mm256_loadu_ps(dw.as_ptr()), _mm256_loadu_ps(da.as_ptr().add(g)));
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
         }
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), acc);
         for b in n8..nb {
-            let mut s = hsum(block_lanes::<SIGNED>(pw.add(b * QK), ps.add(b * QK), py.add(b * QK)));
-            if !SIGNED {
+            let mut s = hsum(lanes(b, y(b)));
+            if offset {
                 s -= Q4_0_OFFSET * (bs[2 * b] as i32 + bs[2 * b + 1] as i32);
             }
-            accumulate(&mut lanes, b, dw[b] * da[b], s, None);
+            accumulate(&mut out, b, scale(b) * da[b], s, None);
         }
-        lane_tree(&lanes)
+        lane_tree(&out)
     }
 
-    /// One block's products summed into 8 i32 lanes (4 elements each), exact:
-    /// i16 pairs stay below 2·128·127 (signed) or 2·15·128 (nibbles).
+    /// `maddubs` then `madd` with ones: products summed in 8 i32 lanes (4
+    /// elements each), exact: i16 pairs stay below 2·128·127 (Q8_0) or 2·15·128 (Q4_0).
     #[inline(always)]
-    unsafe fn block_lanes<const SIGNED: bool>(w: *const u8, signs: *const i8, y: *const i8) -> __m256i {
-        let w = _mm256_loadu_si256(w as *const __m256i);
-        let y = _mm256_loadu_si256(y as *const __m256i);
-        let p = if SIGNED {
-            // |w| · (y with w's sign): maddubs wants its first operand unsigned.
-            _mm256_maddubs_epi16(w, _mm256_sign_epi8(y, _mm256_loadu_si256(signs as *const __m256i)))
-        } else {
-            _mm256_maddubs_epi16(w, y)
-        };
-        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
-    }
-
-    /// Eight blocks' sums of 16 → their eight block sums.
-    #[inline(always)]
-    unsafe fn block_sums(bs: *const i16) -> __m256i {
-        _mm256_madd_epi16(_mm256_loadu_si256(bs as *const __m256i), _mm256_set1_epi16(1))
+    pub(super) unsafe fn madd_pairs(unsigned: __m256i, signed: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned, signed), _mm256_set1_epi16(1))
     }
 
     /// `[Σ v0, Σ v1, ..., Σ v7]`: each vector's lanes summed (exact).
