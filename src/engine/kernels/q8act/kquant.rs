@@ -1,7 +1,7 @@
 //! Q4_K, Q5_K and Q6_K weights times Q8_K activations, blocks of 256 (ggml
 //! `ggml_vec_dot_q{4,5,6}_K_q8_K`).
 //!
-//! The fast kernel first unpacks each weight block into a [`KBlock`]:
+//! The fast kernel unpacks each weight block once into a [`KBlock`]:
 //! unsigned integers in element order, each pair's scale as i16 and a
 //! multiplier for each of the activation's 16 sums. Every activation row then
 //! runs `maddubs` (integer × activation, pairs) and `madd` (× scale) over it.
@@ -157,33 +157,42 @@ pub(super) fn dot_rows_ref(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]
     }
 }
 
-/// The AVX2 kernel: the row unpacked once, then each activation row.
+/// The AVX2 kernel: each weight block unpacked once (on the stack), then
+/// every activation row's block against it; each row keeps its own 8 lanes.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 pub(super) fn dot_rows(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
-    thread_local! {
-        static ROW: std::cell::RefCell<Vec<KBlock>> = const { std::cell::RefCell::new(Vec::new()) };
+    match dtype {
+        DType::Q4_K => blocks_times_rows(blocks_of::<BlockQ4K>(w), KBlock::q4k, true, acts, out),
+        DType::Q5_K => blocks_times_rows(blocks_of::<BlockQ5K>(w), KBlock::q5k, true, acts, out),
+        _ => blocks_times_rows(blocks_of::<BlockQ6K>(w), KBlock::q6k, false, acts, out),
     }
-    ROW.with_borrow_mut(|kb| {
-        kb.clear();
-        match dtype {
-            DType::Q4_K => kb.extend(blocks_of::<BlockQ4K>(w).iter().map(KBlock::q4k)),
-            DType::Q5_K => kb.extend(blocks_of::<BlockQ5K>(w).iter().map(KBlock::q5k)),
-            _ => kb.extend(blocks_of::<BlockQ6K>(w).iter().map(KBlock::q6k)),
-        }
-        let float_min = dtype != DType::Q6_K;
-        for (i, o) in out.iter_mut().enumerate() {
-            let (ya, da, bs) = acts.row(i);
-            let mut lanes = [0f32; 8];
-            for (b, ((k, y), s)) in kb.iter().zip(ya.chunks_exact(QK_K)).zip(bs.chunks_exact(QK_K / BSUM)).enumerate() {
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[inline(always)]
+fn blocks_times_rows<B>(blocks: &[B], unpack: impl Fn(&B) -> KBlock, float_min: bool, acts: &QActs, out: &mut [f32]) {
+    thread_local! {
+        static LANES: std::cell::RefCell<Vec<[f32; 8]>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    LANES.with_borrow_mut(|lanes| {
+        lanes.clear();
+        lanes.resize(out.len(), [0f32; 8]);
+        for (b, block) in blocks.iter().enumerate().take(acts.k / QK_K) {
+            let k = unpack(block);
+            for (i, lanes) in lanes.iter_mut().enumerate() {
+                let (ya, da, bs) = acts.row(i);
+                let (y, s) = (&ya[b * QK_K..(b + 1) * QK_K], &bs[b * QK_K / BSUM..(b + 1) * QK_K / BSUM]);
                 // SAFETY: AVX2 is enabled for this build; y holds 256 values and s 16 sums.
-                let (s, m) = unsafe { block_sums(k, y, s) };
+                let (s, m) = unsafe { block_sums(&k, y, s) };
                 if float_min {
-                    accumulate(&mut lanes, b, k.d * da[b], s, Some((k.dmin * da[b], m)));
+                    accumulate(lanes, b, k.d * da[b], s, Some((k.dmin * da[b], m)));
                 } else {
-                    accumulate(&mut lanes, b, k.d * da[b], s - m, None);
+                    accumulate(lanes, b, k.d * da[b], s - m, None);
                 }
             }
-            *o = lane_tree(&lanes);
+        }
+        for (o, l) in out.iter_mut().zip(lanes.iter()) {
+            *o = lane_tree(l);
         }
     })
 }
@@ -204,3 +213,4 @@ unsafe fn block_sums(k: &KBlock, y: &[i8], bsums: &[i16]) -> (i32, i32) {
     let m = _mm256_madd_epi16(_mm256_loadu_si256(bsums.as_ptr() as *const __m256i), _mm256_load_si256(k.mins.as_ptr() as *const __m256i));
     (super::q32::hsum(acc), super::q32::hsum(m))
 }
+
