@@ -15,26 +15,26 @@ use half::f16;
 use crate::formats::tensor::DType;
 
 /// ggml-common.h `QK_K`: elements per k-quant super-block.
-const QK_K: usize = 256;
+pub(crate) const QK_K: usize = 256;
 /// ggml-common.h `QK4_0 = QK4_1 = QK5_0 = QK5_1 = QK8_0`.
-const QK: usize = 32;
+pub(crate) const QK: usize = 32;
 /// ggml-common.h `K_SCALE_SIZE`: packed 6-bit scales and mins of q4_K/q5_K.
 const K_SCALE_SIZE: usize = 12;
 
 /// `ggml_half`, stored little-endian; a byte pair rather than `f16` keeps alignment 1.
-type Half = [u8; 2];
+pub(crate) type Half = [u8; 2];
 
 #[inline(always)]
-fn f32_of(h: Half) -> f32 {
+pub(crate) fn f32_of(h: Half) -> f32 {
     f16::from_le_bytes(h).to_f32()
 }
 
 /// ggml-common.h `block_q4_0`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BlockQ4_0 {
-    d: Half,
-    qs: [u8; QK / 2],
+pub(crate) struct BlockQ4_0 {
+    pub(crate) d: Half,
+    pub(crate) qs: [u8; QK / 2],
 }
 
 /// ggml-common.h `block_q4_1` (`d` and `m` in a union with `dm`).
@@ -68,9 +68,9 @@ struct BlockQ5_1 {
 /// ggml-common.h `block_q8_0`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BlockQ8_0 {
-    d: Half,
-    qs: [i8; QK],
+pub(crate) struct BlockQ8_0 {
+    pub(crate) d: Half,
+    pub(crate) qs: [i8; QK],
 }
 
 /// ggml-common.h `block_q2_K` (`d`, `dmin` last).
@@ -96,32 +96,32 @@ struct BlockQ3K {
 /// ggml-common.h `block_q4_K`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BlockQ4K {
-    d: Half,
-    dmin: Half,
-    scales: [u8; K_SCALE_SIZE],
-    qs: [u8; QK_K / 2],
+pub(crate) struct BlockQ4K {
+    pub(crate) d: Half,
+    pub(crate) dmin: Half,
+    pub(crate) scales: [u8; K_SCALE_SIZE],
+    pub(crate) qs: [u8; QK_K / 2],
 }
 
 /// ggml-common.h `block_q5_K`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BlockQ5K {
-    d: Half,
-    dmin: Half,
-    scales: [u8; K_SCALE_SIZE],
-    qh: [u8; QK_K / 8],
-    qs: [u8; QK_K / 2],
+pub(crate) struct BlockQ5K {
+    pub(crate) d: Half,
+    pub(crate) dmin: Half,
+    pub(crate) scales: [u8; K_SCALE_SIZE],
+    pub(crate) qh: [u8; QK_K / 8],
+    pub(crate) qs: [u8; QK_K / 2],
 }
 
 /// ggml-common.h `block_q6_K` (`d` last).
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BlockQ6K {
-    ql: [u8; QK_K / 2],
-    qh: [u8; QK_K / 4],
-    scales: [i8; QK_K / 16],
-    d: Half,
+pub(crate) struct BlockQ6K {
+    pub(crate) ql: [u8; QK_K / 2],
+    pub(crate) qh: [u8; QK_K / 4],
+    pub(crate) scales: [i8; QK_K / 16],
+    pub(crate) d: Half,
 }
 
 // ggml-common.h's `static_assert(sizeof(block_*) == ...)`, same expressions.
@@ -339,7 +339,7 @@ fn q3_k(b: &BlockQ3K, y: &mut [f32; QK_K]) {
 
 /// ggml's `get_scale_min_k4`: the j-th 6-bit scale and min of a q4_K/q5_K block.
 #[inline(always)]
-fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -1,9 +1,38 @@
 //! llama.cpp's CPU numerics: activations quantised to the weight type's
 //! `vec_dot_type`, then block-by-block integer dot products.
+//!
+//! Activations become Q8_0 blocks (32 values, f16 scale; ggml
+//! `quantize_row_q8_0_ref`) for the 32-element quant types and Q8_K blocks (256
+//! values, f32 scale, sums of 16; `quantize_row_q8_K_ref`) for k-quants.
+//!
+//! Weights Q8_0, Q4_0 ([`q32`]) and Q4_K, Q5_K, Q6_K ([`kquant`]) have integer
+//! kernels; every other type goes through [`dot_rows_dequant`], the f32 dot of
+//! the dequantised row with the rounded activations.
+//!
+//! The one float order (fast kernels and their plain twins alike). For weight
+//! block `b` and its activation block, `S_b` is the exact integer sum of
+//! (integer weight × sub-block scale) × activation; Q4_K and Q5_K also have
+//! `M_b = Σ_i min_i · bsum_i` over the 16-element sub-blocks. With
+//! `d = d_w · d_a` and `m = dmin_w · d_a` (f32 products), block `b` goes to
+//! lane `b % 8` of eight f32 accumulators by fused multiply-adds:
+//! `acc[b % 8] = fma(d, S_b, acc[b % 8])`, then for Q4_K/Q5_K
+//! `acc[b % 8] = fma(-m, M_b, acc[b % 8])`; integers become f32 by
+//! round-to-nearest-even. The lanes are summed as
+//! `((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))`, as in `ops::dot`.
+
+mod kquant;
+mod q32;
+
+use half::f16;
 
 use crate::engine::ops;
-use crate::formats::quants;
+use crate::formats::quants::{self, QK, QK_K};
 use crate::formats::tensor::DType;
+
+/// Elements per activation sum (`block_q8_K.bsums`).
+const BSUM: usize = 16;
+/// The largest quantised activation magnitude (both Q8 formats).
+const Q8_MAX: f32 = 127.0;
 
 /// `n` activation rows of `k` elements, quantised for weights of type `w`.
 #[derive(Clone, Debug)]
@@ -11,35 +40,150 @@ pub struct QActs {
     pub w: DType,
     pub k: usize,
     pub n: usize,
-    /// Placeholder representation: the rounded values expanded back to f32.
+    /// Elements per activation block: `QK` (Q8_0) or `QK_K` (Q8_K).
+    block: usize,
+    /// `[n, k]` quantised values.
+    qs: Vec<i8>,
+    /// `[n, k / block]` block scales as ggml's dot reads them (Q8_0's f16 widened).
+    d: Vec<f32>,
+    /// `[n, k / 16]` sums of 16 consecutive `qs` (Q8_K's `bsums`; kept for Q8_0 too).
+    bsums: Vec<i16>,
+    /// `[n, k]` `qs · d`, only for weights without an integer kernel.
     rounded: Vec<f32>,
 }
 
+impl QActs {
+    /// Row `i`'s values, scales and sums.
+    fn row(&self, i: usize) -> (&[i8], &[f32], &[i16]) {
+        let (k, nb) = (self.k, self.k / self.block);
+        (&self.qs[i * k..(i + 1) * k], &self.d[i * nb..(i + 1) * nb], &self.bsums[i * k / BSUM..(i + 1) * k / BSUM])
+    }
+
+    /// The rounded activations `qs · d` (`[n, k]`): what `ops::round_activations` gives.
+    pub fn expanded(&self) -> Vec<f32> {
+        let d = self.d.iter().flat_map(|&d| std::iter::repeat_n(d, self.block));
+        self.qs.iter().zip(d).map(|(&q, d)| q as f32 * d).collect()
+    }
+}
+
+/// Whether `dot_rows` has an integer kernel for weights of type `w`.
+pub fn has_kernel(w: DType) -> bool {
+    matches!(w, DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q5_K | DType::Q6_K)
+}
+
 /// Quantises `xs` (`[n, k]`) as ggml does before a matmul with weights of type
-/// `w`. None when `w` has no integer path here (f32, f16, bf16, ...).
+/// `w`. None when `w` has no integer path here (f32, f16, bf16, ...) or `k` is
+/// not a whole number of blocks.
 pub fn quantize(w: DType, xs: &[f32], k: usize) -> Option<QActs> {
-    if !w.is_quantized() {
+    let block = match w {
+        DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => QK,
+        DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K => QK_K,
+        _ => return None,
+    };
+    if k == 0 || k % block != 0 {
         return None;
     }
-    let mut rounded = xs.to_vec();
-    for r in rounded.chunks_mut(k) {
-        ops::round_activations(r, w);
+    let n = xs.len() / k;
+    let mut qs = vec![0i8; n * k];
+    let mut d = vec![0f32; n * k / block];
+    for ((x, q), d) in xs.chunks_exact(block).zip(qs.chunks_exact_mut(block)).zip(d.iter_mut()) {
+        *d = if block == QK { quantize_q8_0(x, q) } else { quantize_q8_k(x, q) };
     }
-    Some(QActs { w, k, n: xs.len() / k.max(1), rounded })
+    let bsums = qs.chunks_exact(BSUM).map(|c| c.iter().map(|&q| q as i16).sum()).collect();
+    let mut acts = QActs { w, k, n, block, qs, d, bsums, rounded: Vec::new() };
+    if !has_kernel(w) {
+        acts.rounded = acts.expanded();
+    }
+    Some(acts)
+}
+
+/// ggml `quantize_row_q8_0_ref` for one block: `d = amax / 127`,
+/// `q = roundf(x / d)` (half away from zero); returns `d` rounded to f16.
+fn quantize_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / Q8_MAX;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (v * id).round() as i8;
+    }
+    f16::from_f32(d).to_f32()
+}
+
+/// ggml `quantize_row_q8_K_ref` for one block: `iscale = -127 / max` with `max`
+/// the signed value of largest magnitude, `q = min(nearest_int(iscale·x), 127)`
+/// (half to even); returns `d = 1 / iscale` (0 for an all-zero block).
+fn quantize_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let iscale = -Q8_MAX / max;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (iscale * v).round_ties_even().min(Q8_MAX) as i8;
+    }
+    1.0 / iscale
 }
 
 /// `out[i]` = the dot product of weight row `w` (stored bytes of `dtype`) with
 /// activation row `i` of `acts`, for `i < out.len()`.
 pub fn dot_rows(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 => return q32::dot_rows(dtype, w, acts, out),
+        DType::Q4_K | DType::Q5_K | DType::Q6_K => return kquant::dot_rows(dtype, w, acts, out),
+        _ => {}
+    }
     dot_rows_ref(dtype, w, acts, out)
 }
 
-/// The plain twin.
+/// The plain twin: integer sums element by element, the same float order.
 pub fn dot_rows_ref(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
-    let k = acts.k;
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 => q32::dot_rows_ref(dtype, w, acts, out),
+        DType::Q4_K | DType::Q5_K | DType::Q6_K => kquant::dot_rows_ref(dtype, w, acts, out),
+        _ => dot_rows_dequant(dtype, w, &acts.rounded, acts.k, out),
+    }
+}
+
+/// Weights without an integer kernel (and the accuracy reference): the
+/// dequantised row times the rounded activations `xs` (`[n, k]`), `ops::dot_ref`.
+pub fn dot_rows_dequant(dtype: DType, w: &[u8], xs: &[f32], k: usize, out: &mut [f32]) {
     let mut row = vec![0f32; k];
     quants::dequantize(dtype, w, &mut row);
     for (i, o) in out.iter_mut().enumerate() {
-        *o = ops::dot_ref(&acts.rounded[i * k..(i + 1) * k], &row);
+        *o = ops::dot_ref(&xs[i * k..(i + 1) * k], &row);
     }
 }
+
+/// Adds block `b`'s terms to its lane (see the module comment): `d` and
+/// `m` are the combined scales, `s` and `min` the integer sums.
+#[inline(always)]
+fn accumulate(lanes: &mut [f32; 8], b: usize, d: f32, s: i32, min: Option<(f32, i32)>) {
+    let l = &mut lanes[b % 8];
+    *l = d.mul_add(s as f32, *l);
+    if let Some((m, ms)) = min {
+        *l = (-m).mul_add(ms as f32, *l);
+    }
+}
+
+/// A weight row viewed as blocks `B` (alignment 1, so only a short tail can be left over).
+fn blocks_of<B: bytemuck::Pod>(w: &[u8]) -> &[B] {
+    let n = w.len() / size_of::<B>();
+    bytemuck::cast_slice(&w[..n * size_of::<B>()])
+}
+
+/// The lanes summed in the fixed tree.
+#[inline(always)]
+fn lane_tree(l: &[f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+}
+
+#[cfg(test)]
+mod tests;

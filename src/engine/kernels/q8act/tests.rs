@@ -1,0 +1,190 @@
+use half::f16;
+
+use super::*;
+
+/// Deterministic pseudo-random numbers (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Activation rows with outliers, zeros, ±0 and exact rounding ties: blocks
+/// whose largest value is ±127 have scale 1, so `x.5` values are ties.
+fn activations(rng: &mut Rng, n: usize, k: usize) -> Vec<f32> {
+    let mut x: Vec<f32> = (0..n * k).map(|_| rng.unit() * 3.0).collect();
+    for (j, v) in x.iter_mut().enumerate() {
+        match rng.next() % 50 {
+            0 => *v *= 40.0,
+            1 => *v = 0.0,
+            2 => *v = -0.0,
+            _ => {}
+        }
+        if (j / 256) % 4 == 3 {
+            // A tie block for both formats: max magnitude 127, values on half-steps.
+            *v = if j % 32 == 0 { -127.0 } else { (rng.next() % 40) as f32 - 20.5 };
+        }
+    }
+    x
+}
+
+/// A weight row of `k` elements: random bytes with finite f16 scales.
+fn weight_row(rng: &mut Rng, dtype: DType, k: usize) -> Vec<u8> {
+    let (elems, size) = dtype.block();
+    let mut w: Vec<u8> = (0..k / elems * size).map(|_| rng.next() as u8).collect();
+    // Byte offsets of the f16 scales in each block (ggml-common.h).
+    let halves: &[usize] = match dtype {
+        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
+        DType::Q2_K => &[size - 4, size - 2],
+        DType::Q3_K | DType::Q6_K => &[size - 2],
+        _ => &[0],
+    };
+    for b in w.chunks_exact_mut(size) {
+        for &o in halves {
+            let v = f16::from_f32(rng.unit() * 0.05).to_le_bytes();
+            b[o..o + 2].copy_from_slice(&v);
+        }
+    }
+    w
+}
+
+const KERNEL_TYPES: [DType; 5] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K];
+
+fn row_lengths(dtype: DType) -> Vec<usize> {
+    if dtype.block().0 == QK_K {
+        vec![256, 1024, 3072]
+    } else {
+        vec![32, 64, 96, 256, 288, 480, 1024]
+    }
+}
+
+/// The integers times the scales are `ops::round_activations`' values: same
+/// rounding (half away from zero for Q8_0, half to even for Q8_K), same
+/// scales. Bit for bit, except that an integer has no sign for zero.
+#[test]
+fn quantised_values_times_scales_are_round_activations() {
+    let mut rng = Rng(7);
+    for dtype in [DType::Q8_0, DType::Q4_1, DType::Q6_K, DType::Q2_K] {
+        let k = 1024;
+        let x = activations(&mut rng, 3, k);
+        let acts = quantize(dtype, &x, k).unwrap();
+        let mut want = x.clone();
+        want.chunks_mut(k).for_each(|r| ops::round_activations(r, dtype));
+        for (j, (a, b)) in acts.expanded().iter().zip(&want).enumerate() {
+            assert!(a.to_bits() == b.to_bits() || (*a == 0.0 && *b == 0.0), "{dtype} element {j}: {a} vs {b}");
+        }
+        for (j, s) in acts.bsums.iter().enumerate() {
+            assert_eq!(*s as i32, acts.qs[16 * j..16 * j + 16].iter().map(|&q| q as i32).sum::<i32>());
+        }
+    }
+    // The tie rules themselves: 2.5 and -2.5 at scale 1.
+    let mut tie = vec![0f32; 256];
+    tie[..3].copy_from_slice(&[-127.0, 2.5, -2.5]);
+    assert_eq!(quantize(DType::Q8_0, &tie, 256).unwrap().qs[..3], [-127, 3, -3]);
+    assert_eq!(quantize(DType::Q4_K, &tie, 256).unwrap().qs[..3], [-127, 2, -2]);
+}
+
+/// Each AVX2 kernel equals its plain twin bit for bit, for several row
+/// lengths (including partial groups of 8 blocks) and activation rows.
+#[test]
+fn fast_kernels_are_bit_identical_to_their_plain_twins() {
+    let mut rng = Rng(11);
+    for dtype in KERNEL_TYPES {
+        // One row and several: the kernels read weights in place for few rows.
+        for (k, n) in row_lengths(dtype).into_iter().flat_map(|k| [(k, 1), (k, 5)]) {
+            let acts = quantize(dtype, &activations(&mut rng, n, k), k).unwrap();
+            for _ in 0..4 {
+                let w = weight_row(&mut rng, dtype, k);
+                let (mut fast, mut plain) = (vec![0f32; n], vec![0f32; n]);
+                dot_rows(dtype, &w, &acts, &mut fast);
+                dot_rows_ref(dtype, &w, &acts, &mut plain);
+                for (f, p) in fast.iter().zip(&plain) {
+                    assert_eq!(f.to_bits(), p.to_bits(), "{dtype} k = {k}: {f} vs {p}");
+                }
+            }
+        }
+    }
+}
+
+/// The integer kernels give the dequantised weights' dot with the rounded
+/// activations up to float summation order: within 1e-5 of `Σ |w·x|`.
+#[test]
+fn kernels_agree_with_the_dequantised_dot() {
+    let mut rng = Rng(13);
+    for dtype in KERNEL_TYPES.into_iter().chain([DType::Q4_1, DType::Q3_K]) {
+        for k in row_lengths(dtype) {
+            let acts = quantize(dtype, &activations(&mut rng, 3, k), k).unwrap();
+            let xs = acts.expanded();
+            for _ in 0..4 {
+                let w = weight_row(&mut rng, dtype, k);
+                let (mut got, mut want) = (vec![0f32; 3], vec![0f32; 3]);
+                dot_rows(dtype, &w, &acts, &mut got);
+                dot_rows_dequant(dtype, &w, &xs, k, &mut want);
+                let mut row = vec![0f32; k];
+                quants::dequantize(dtype, &w, &mut row);
+                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                    let mag: f64 = row.iter().zip(&xs[i * k..]).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                    assert!(((g - e) as f64).abs() <= 1e-5 * mag, "{dtype} k = {k}: {g} vs {e} (Σ|w·x| = {mag})");
+                }
+            }
+        }
+    }
+}
+
+/// A row's result does not depend on the other rows sharing the call.
+#[test]
+fn kernels_are_batch_invariant() {
+    let mut rng = Rng(17);
+    for dtype in KERNEL_TYPES {
+        let k = 512;
+        let x = activations(&mut rng, 4, k);
+        let w = weight_row(&mut rng, dtype, k);
+        let mut all = vec![0f32; 4];
+        dot_rows(dtype, &w, &quantize(dtype, &x, k).unwrap(), &mut all);
+        let mut one = [0f32];
+        dot_rows(dtype, &w, &quantize(dtype, &x[2 * k..3 * k], k).unwrap(), &mut one);
+        assert_eq!(all[2].to_bits(), one[0].to_bits(), "{dtype}");
+    }
+}
+
+/// Throughput of `dot_rows` against the dequantise-then-f32 placeholder on a
+/// 3072×1024 weight, one thread. Ignored: a measurement, not a check (run with
+/// `cargo test --release q8act_throughput -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn q8act_throughput() {
+    let mut rng = Rng(19);
+    let (rows, k) = (3072, 1024);
+    for dtype in KERNEL_TYPES {
+        let w: Vec<u8> = (0..rows).flat_map(|_| weight_row(&mut rng, dtype, k)).collect();
+        let rb = w.len() / rows;
+        for t in [1, 64] {
+            let acts = quantize(dtype, &activations(&mut rng, t, k), k).unwrap();
+            let xs = acts.expanded();
+            let mut out = vec![0f32; t];
+            let mut time = |f: &mut dyn FnMut(&[u8], &mut [f32])| {
+                let mut best = f64::MAX;
+                for _ in 0..7 {
+                    let start = std::time::Instant::now();
+                    for r in w.chunks_exact(rb) {
+                        f(r, &mut out);
+                    }
+                    best = best.min(start.elapsed().as_secs_f64());
+                }
+                (rows * k * t) as f64 / best / 1e9
+            };
+            let fast = time(&mut |r, o| dot_rows(dtype, r, &acts, o));
+            let old = time(&mut |r, o| dot_rows_dequant(dtype, r, &xs, k, o));
+            println!("{dtype} t={t}: dot_rows {fast:.2} GMAC/s, placeholder {old:.2} GMAC/s ({:.1}x)", fast / old);
+        }
+    }
+}
