@@ -51,43 +51,52 @@ pub struct Scratch {
 pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &mut [f32], s: &mut Scratch, next: &[&[u8]]) {
     let (n, t) = (rows.len().min(NR), xs.len() / k.max(1));
     let (block, size) = dtype.block();
-    s.w.resize(n * KC, 0.0);
+    // Rows are decoded slice by slice into a scratch of n · sw floats. With
+    // several activation rows a slice is one summation block, so the scratch
+    // stays in L1 while every activation row meets it; with one, decoding is
+    // the whole cost and each row is decoded in one sequential sweep, which
+    // memory streams best.
+    let sw = if t == 1 { k.max(1) } else { KC };
+    s.w.resize(n * sw, 0.0);
     s.lanes.clear();
     s.lanes.resize(n * t * 8, 0.0);
     s.tail.resize(n * 8, 0.0);
     let k8 = k - k % 8;
-    // Block by block of KC: the n rows' slices are decoded into a scratch that
-    // stays in L1 (n · KC floats), then every activation row meets them.
-    for k0 in (0..k).step_by(KC) {
-        let k1 = (k0 + KC).min(k);
-        let (b0, b1) = (k0 / block * size, k1.div_ceil(block) * size);
+    for d0 in (0..k).step_by(sw) {
+        let d1 = (d0 + sw).min(k);
+        let (b0, b1) = (d0 / block * size, d1.div_ceil(block) * size);
+        // Weights stream from memory once per call: while one row's slice is
+        // decoded, the following one (this row's next slice once the rows
+        // run out, or the next rows') is asked for, so it is on its way.
         for (j, bytes) in rows.iter().take(n).enumerate() {
-            super::decode::decode(dtype, &bytes[b0..b1.min(bytes.len())], &mut s.w[j * KC..j * KC + (k1 - k0)]);
+            let ahead = match (rows.get(j + 1).filter(|_| j + 1 < n), next.first()) {
+                (Some(r), _) => r.get(b0..b1),
+                (None, _) if d1 < k => rows[0].get(b1..(2 * b1 - b0)),
+                (None, Some(r)) => r.get(..b1 - b0),
+                (None, None) => None,
+            };
+            prefetch(ahead.unwrap_or(&[]));
+            super::decode::decode(dtype, &bytes[b0..b1.min(bytes.len())], &mut s.w[j * sw..j * sw + (d1 - d0)]);
         }
-        // Weights stream from memory once per call: ask for the next slice
-        // (or the next rows) now, so it arrives while these are multiplied.
-        if k1 < k {
-            rows.iter().take(n).for_each(|r| prefetch(r.get(b1..(2 * b1 - b0).min(r.len())).unwrap_or(&[])));
-        } else {
-            next.iter().for_each(|r| prefetch(&r[..(b1 - b0).min(r.len())]));
-        }
-        let kl = k1.min(k8).saturating_sub(k0);
-        for i0 in (0..t).step_by(C) {
-            let cc = (t - i0).min(C);
-            // A single activation row gives each weight row one FMA chain:
-            // R1 rows keep enough chains in flight to hide the FMA latency.
-            let r = if cc == 1 { R1 } else { R };
-            for j0 in (0..n).step_by(r) {
-                let rr = (n - j0).min(r);
-                let w = &s.w[j0 * KC..];
-                let x = &xs[i0 * k + k0..];
-                let lanes = &mut s.lanes[(j0 * t + i0) * 8..];
-                tile(rr, cc, w, KC, x, k, kl, lanes, t);
+        for k0 in (d0..d1).step_by(KC) {
+            let kl = (k0 + KC).min(d1).min(k8).saturating_sub(k0);
+            for i0 in (0..t).step_by(C) {
+                let cc = (t - i0).min(C);
+                // A single activation row gives each weight row one FMA chain:
+                // R1 rows keep enough chains in flight to hide the FMA latency.
+                let r = if cc == 1 { R1 } else { R };
+                for j0 in (0..n).step_by(r) {
+                    let rr = (n - j0).min(r);
+                    let w = &s.w[j0 * sw + (k0 - d0)..];
+                    let x = &xs[i0 * k + k0..];
+                    let lanes = &mut s.lanes[(j0 * t + i0) * 8..];
+                    tile(rr, cc, w, sw, x, k, kl, lanes, t);
+                }
             }
         }
-        if k1 == k && k8 < k {
+        if d1 == k && k8 < k {
             for j in 0..n {
-                let w = &s.w[j * KC + (k8 - k0)..j * KC + (k - k0)];
+                let w = &s.w[j * sw + (k8 - d0)..j * sw + (k - d0)];
                 s.tail[j * 8..j * 8 + w.len()].copy_from_slice(w);
             }
         }
@@ -101,13 +110,27 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
     }
 }
 
-/// Asks for every cache line of `bytes` (a hint; nothing is read).
+/// Asks for every cache line of `bytes` (a hint; nothing is read): into L1
+/// when they are few (up to 1 KiB), else into L2, where a longer run does not
+/// crowd out the lines being decoded (measured: L1 is better for q4_K rows of
+/// 576 bytes, L2 for f16 rows of 2 KiB).
 #[inline]
 fn prefetch(bytes: &[u8]) {
     #[cfg(target_arch = "x86_64")]
-    for off in (0..bytes.len()).step_by(64) {
-        // SAFETY: `off` is inside `bytes`; a prefetch never faults or reads into the program.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(bytes.as_ptr().add(off) as *const i8) };
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+        let near = bytes.len() <= 1024;
+        for off in (0..bytes.len()).step_by(64) {
+            let p = bytes[off..].as_ptr() as *const i8;
+            // SAFETY: `p` points into `bytes`; a prefetch never faults or changes memory.
+            unsafe {
+                if near {
+                    _mm_prefetch::<_MM_HINT_T0>(p)
+                } else {
+                    _mm_prefetch::<_MM_HINT_T1>(p)
+                }
+            }
+        }
     }
 }
 
