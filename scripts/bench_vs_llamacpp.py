@@ -42,7 +42,7 @@ for name, size, ll, p in rows:
     (lpp, lpps), (ltg, ltgs) = ll["pp"], ll["tg"]
     print(f"| {name} ({size / 2**20:.0f} MiB) | {lpp:.1f} ± {lpps:.1f} | {p['pp_tok_s']:.1f} | {p['pp_tok_s'] / lpp:.2f} "
           f"| {ltg:.1f} ± {ltgs:.1f} | {p['tg_tok_s']:.1f} | {p['tg_tok_s'] / ltg:.2f} "
-          f"| {p['tg_file_gb_s']:.1f} ({p['tg_file_gb_s'] / p['triad_gb_s']:.0%} of {p['triad_gb_s']:.0f}) "
+          f"| {p['tg_weight_gb_s']:.1f} ({p['tg_weight_gb_s'] / p['triad_gb_s']:.0%} of {p['triad_gb_s']:.0f}) "
           f"| {p['peak_rss_untraced_mib']:.0f} / {p['peak_rss_mib']:.0f} MiB |")
 print()
 print("| file | pp64 last-row logits | pp64 all-row logits | pp64 traced | traced / all-row | tg16 | tg16 traced | traced / untraced |")

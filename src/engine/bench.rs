@@ -34,9 +34,10 @@ pub struct BenchResult {
     pub peak_rss_mib: f64,
     /// STREAM-like triad on this machine, same threads (see [`triad_gb_s`]).
     pub triad_gb_s: f64,
-    /// Decode reading the whole file once per token (true for a dense model):
-    /// `tg_tok_s × file size`, in GB/s.
-    pub tg_file_gb_s: f64,
+    /// Stored weight bytes a decode step reads (MoE: selected experts' share).
+    pub weight_mb_per_token: f64,
+    /// Decode bandwidth: `tg_tok_s × weight_mb_per_token`, in GB/s.
+    pub tg_weight_gb_s: f64,
 }
 
 /// A STREAM-like triad `a[i] = b[i] + s·c[i]` over three f32 arrays of
@@ -119,7 +120,8 @@ pub fn bench(model: &Path, opts: &RunOptions, prompt: usize, generate: usize, re
         peak_rss_untraced_mib: rss_untraced,
         peak_rss_mib: peak_rss_mib(),
         triad_gb_s: triad_gb_s(512),
-        tg_file_gb_s: generate as f64 / tg * std::fs::metadata(model).ok().filter(|m| m.is_file()).map_or(f64::NAN, |m| m.len() as f64) / 1e9,
+        weight_mb_per_token: m.weight_bytes_per_token() / 1e6,
+        tg_weight_gb_s: generate as f64 / tg * m.weight_bytes_per_token() / 1e9,
     })
 }
 

@@ -179,6 +179,26 @@ impl Model {
         self.layers.len()
     }
 
+    /// Stored weight bytes one decode step reads: every matrix once, MoE
+    /// experts weighted by the share selected per token (`top_k / n_experts`),
+    /// one embedding row. What decode bandwidth is measured against.
+    pub fn weight_bytes_per_token(&self) -> f64 {
+        let lin = |l: &Linear| l.w.bytes().len() as f64;
+        let mlp = |m: &Mlp| lin(&m.gate) + lin(&m.up) + lin(&m.down);
+        let layers: f64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                let ffn = match &l.ffn {
+                    Ffn::Dense(m) => mlp(m),
+                    Ffn::Moe(m) => lin(&m.router) + m.experts.iter().map(mlp).sum::<f64>() * m.top_k as f64 / m.experts.len().max(1) as f64,
+                };
+                lin(&l.q) + lin(&l.k) + lin(&l.v) + lin(&l.o) + ffn
+            })
+            .sum();
+        layers + lin(&self.lm_head) + self.embed.bytes().len() as f64 / self.embed.n_rows().max(1) as f64
+    }
+
     /// One engine call: `tokens` at `positions` through the cache. Returns logits
     /// `[T, vocab]` (empty for a partial-depth model).
     pub fn forward(&self, cache: &mut KvCache, tokens: &[u32], positions: &[[i64; 4]], sink: &mut dyn Sink) -> Result<Vec<f32>> {
