@@ -50,6 +50,15 @@ pub struct Scratch {
 #[allow(clippy::too_many_arguments)]
 pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &mut [f32], s: &mut Scratch, next: &[&[u8]]) {
     let (n, t) = (rows.len().min(NR), xs.len() / k.max(1));
+    if t == 1 && n > R1 {
+        // One activation row: a tile's worth of rows at a time keeps their
+        // decoded values in L1 until the tile reads them.
+        for (j0, (rs, ys)) in rows[..n].chunks(R1).zip(yt.chunks_mut(R1)).enumerate() {
+            let following = rows.get((j0 + 1) * R1..n).filter(|r| !r.is_empty()).unwrap_or(next);
+            rows_times_acts(dtype, rs, xs, k, ys, s, following);
+        }
+        return;
+    }
     let (block, size) = dtype.block();
     // Rows are decoded slice by slice into a scratch of n · sw floats. With
     // several activation rows a slice is one summation block, so the scratch
