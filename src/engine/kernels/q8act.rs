@@ -134,13 +134,34 @@ fn quantize_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
 /// `out[i]` = the dot product of weight row `w` (stored bytes of `dtype`) with
 /// activation row `i` of `acts`, for `i < out.len()`.
 pub fn dot_rows(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
+    dot_rows_with(dtype, w, acts, out, has_vnni())
+}
+
+/// `dot_rows`, with the AVX-512 VNNI kernels used where `vnni` and the CPU has them (tests run both).
+fn dot_rows_with(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32], vnni: bool) {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
     match dtype {
         DType::Q8_0 | DType::Q4_0 => return q32::dot_rows(dtype, w, acts, out),
-        DType::Q4_K | DType::Q5_K | DType::Q6_K => return kquant::dot_rows(dtype, w, acts, out),
+        DType::Q4_K | DType::Q5_K | DType::Q6_K => return kquant::dot_rows(dtype, w, acts, out, vnni && has_vnni()),
         _ => {}
     }
+    let _ = vnni;
     dot_rows_ref(dtype, w, acts, out)
+}
+
+/// Whether this CPU has AVX-512 VNNI and VL (and AVX-512 is not turned off
+/// with `PARITY_NO_AVX512`, see `decode::has_avx512`), asked once.
+fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            super::decode::has_avx512() && std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512vl")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The plain twin: integer sums element by element, the same float order.

@@ -93,22 +93,26 @@ fn quantised_values_times_scales_are_round_activations() {
     assert_eq!(quantize(DType::Q4_K, &tie, 256).unwrap().qs[..3], [-127, 2, -2]);
 }
 
-/// Each AVX2 kernel equals its plain twin bit for bit, for several row
-/// lengths (including partial groups of 8 blocks) and activation rows.
+/// Each AVX2 kernel (and AVX-512 VNNI one, where the CPU has it) equals its
+/// plain twin bit for bit, for several row lengths (including partial groups
+/// of 8 blocks) and activation rows (whole tiles of 4 rows and a remainder).
 #[test]
 fn fast_kernels_are_bit_identical_to_their_plain_twins() {
     let mut rng = Rng(11);
     for dtype in KERNEL_TYPES {
         // One row and several: the kernels read weights in place for few rows.
-        for (k, n) in row_lengths(dtype).into_iter().flat_map(|k| [(k, 1), (k, 5)]) {
+        for (k, n) in row_lengths(dtype).into_iter().flat_map(|k| [(k, 1), (k, 5), (k, 11)]) {
             let acts = quantize(dtype, &activations(&mut rng, n, k), k).unwrap();
             for _ in 0..4 {
                 let w = weight_row(&mut rng, dtype, k);
-                let (mut fast, mut plain) = (vec![0f32; n], vec![0f32; n]);
-                dot_rows(dtype, &w, &acts, &mut fast);
+                let mut plain = vec![0f32; n];
                 dot_rows_ref(dtype, &w, &acts, &mut plain);
-                for (f, p) in fast.iter().zip(&plain) {
-                    assert_eq!(f.to_bits(), p.to_bits(), "{dtype} k = {k}: {f} vs {p}");
+                for vnni in [false, true] {
+                    let mut fast = vec![0f32; n];
+                    dot_rows_with(dtype, &w, &acts, &mut fast, vnni);
+                    for (f, p) in fast.iter().zip(&plain) {
+                        assert_eq!(f.to_bits(), p.to_bits(), "{dtype} k = {k}, VNNI {}: {f} vs {p}", vnni && has_vnni());
+                    }
                 }
             }
         }
@@ -182,9 +186,10 @@ fn q8act_throughput() {
                 }
                 (rows * k * t) as f64 / best / 1e9
             };
+            let avx2 = time(&mut |r, o| dot_rows_with(dtype, r, &acts, o, false));
             let fast = time(&mut |r, o| dot_rows(dtype, r, &acts, o));
             let old = time(&mut |r, o| dot_rows_dequant(dtype, r, &xs, k, o));
-            println!("{dtype} t={t}: dot_rows {fast:.2} GMAC/s, placeholder {old:.2} GMAC/s ({:.1}x)", fast / old);
+            println!("{dtype} t={t}: dot_rows {fast:.2} GMAC/s (AVX2 only {avx2:.2}), placeholder {old:.2} GMAC/s ({:.1}x)", fast / old);
         }
     }
 }
