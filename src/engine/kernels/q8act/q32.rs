@@ -197,7 +197,7 @@ mod avx2 {
 
     /// `[Σ v0, Σ v1, ..., Σ v7]`: each vector's lanes summed (exact).
     #[inline(always)]
-    unsafe fn sum_each(v: &[__m256i; 8]) -> __m256i {
+    pub(in super::super) unsafe fn sum_each(v: &[__m256i; 8]) -> __m256i {
         let h01 = _mm256_hadd_epi32(v[0], v[1]);
         let h23 = _mm256_hadd_epi32(v[2], v[3]);
         let h45 = _mm256_hadd_epi32(v[4], v[5]);
@@ -219,4 +219,4 @@ mod avx2 {
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-pub(super) use avx2::hsum;
+pub(super) use avx2::{hsum, sum_each};

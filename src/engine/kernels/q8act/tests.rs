@@ -95,7 +95,7 @@ fn quantised_values_times_scales_are_round_activations() {
 
 /// Each AVX2 kernel (and AVX-512 VNNI one, where the CPU has it) equals its
 /// plain twin bit for bit, for several row lengths (including partial groups
-/// of 8 blocks) and activation rows (whole tiles of 4 rows and a remainder).
+/// of 8 blocks) and activation rows (whole tiles of 8 rows and a remainder).
 #[test]
 fn fast_kernels_are_bit_identical_to_their_plain_twins() {
     let mut rng = Rng(11);

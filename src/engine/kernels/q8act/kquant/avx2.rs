@@ -7,14 +7,14 @@
 
 use std::arch::x86_64::*;
 
-use super::super::q32::hsum;
+use super::super::q32::{hsum, sum_each};
 use super::super::{accumulate, blocks_of, lane_tree, QActs, BSUM};
 use super::Q6_K_OFFSET;
 use crate::formats::quants::{f32_of, BlockQ4K, BlockQ5K, BlockQ6K, QK_K, K_SCALE_SIZE};
 use crate::formats::tensor::DType;
 
 /// Activation rows that share each unpacked piece (the rest go one at a time).
-const TILE: usize = 4;
+const TILE: usize = 8;
 /// 32-element pieces per block.
 const PIECES: usize = QK_K / 32;
 
@@ -48,8 +48,10 @@ trait Pieces {
     fn piece(&self, c: usize) -> (__m256i, __m256i);
     /// The multiplier of each of the block's 16 activation sums (i16).
     fn mins(&self) -> __m256i;
-    /// Adds block `b`'s sums `s` and `m` to `lanes`, with activation scale `da`.
-    fn accumulate(&self, lanes: &mut [f32; 8], b: usize, da: f32, s: i32, m: i32);
+    /// The block's scale `d`.
+    fn d(&self) -> f32;
+    /// Q4_K/Q5_K's `dmin` (M is a float term); None for Q6_K (M comes off S).
+    fn dmin(&self) -> Option<f32>;
 }
 
 /// Every activation row of `acts` against the weight row `blocks`, [`TILE`] rows at a time.
@@ -58,54 +60,100 @@ fn rows<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: impl Fn(&'a
     let blocks = &blocks[..acts.k / QK_K];
     let first = out.len() - out.len() % TILE;
     for (t, o) in out[..first].chunks_exact_mut(TILE).enumerate() {
-        tile::<VNNI, TILE, B, P>(blocks, &unpack, acts, t * TILE, o.try_into().unwrap());
+        let rows = std::array::from_fn(|r| row(acts, t * TILE + r, blocks.len()));
+        *<&mut [f32; TILE]>::try_from(o).unwrap() = tile::<VNNI, _, _>(blocks, &unpack, &rows);
     }
-    for i in first..out.len() {
-        tile::<VNNI, 1, B, P>(blocks, &unpack, acts, i, (&mut out[i..i + 1]).try_into().unwrap());
+    for (i, o) in out.iter_mut().enumerate().skip(first) {
+        *o = single::<VNNI, _, _>(blocks, &unpack, &row(acts, i, blocks.len()));
     }
 }
 
-/// Activation rows `first..first + R` against every block: each piece is
-/// unpacked once and meets the R rows while in registers.
+/// Activation row `i`'s values, scales and sums, checked to cover `nb` blocks.
 #[inline(always)]
-fn tile<'a, const VNNI: bool, const R: usize, B, P: Pieces>(
-    blocks: &'a [B],
-    unpack: &impl Fn(&'a B) -> P,
-    acts: &QActs,
-    first: usize,
-    out: &mut [f32; R],
-) {
-    let rows: [_; R] = std::array::from_fn(|r| acts.row(first + r));
-    for (ya, da, bs) in &rows {
-        assert!(ya.len() >= blocks.len() * QK_K && da.len() >= blocks.len() && bs.len() >= blocks.len() * QK_K / BSUM);
-    }
-    let mut lanes = [[0f32; 8]; R];
-    for (b, block) in blocks.iter().enumerate() {
-        let p = unpack(block);
-        let mut acc = [unsafe { _mm256_setzero_si256() }; R];
-        for c in 0..PIECES {
-            let (q, sc) = p.piece(c);
-            for (acc, (ya, _, _)) in acc.iter_mut().zip(&rows) {
-                // SAFETY: AVX2 is enabled for this build (VNNI checked by the caller);
-                // element b·256 + 32c + 31 is within the row (asserted above).
-                unsafe {
-                    let y = _mm256_loadu_si256(ya.as_ptr().add(b * QK_K + 32 * c) as *const __m256i);
-                    *acc = madd_add::<VNNI>(*acc, _mm256_maddubs_epi16(q, y), sc);
-                }
+fn row(acts: &QActs, i: usize, nb: usize) -> (&[i8], &[f32], &[i16]) {
+    let (y, d, s) = acts.row(i);
+    assert!(y.len() >= nb * QK_K && d.len() >= nb && s.len() >= nb * QK_K / BSUM);
+    (y, d, s)
+}
+
+/// Block `b`'s integer sums with `R` activation rows: `S` and `M` (module
+/// comment) spread over 8 i32 lanes per row. Each piece is unpacked once and
+/// meets the R rows while in registers.
+#[inline(always)]
+fn block_sums<const VNNI: bool, const R: usize>(p: &impl Pieces, b: usize, rows: &[(&[i8], &[f32], &[i16]); R]) -> [(__m256i, __m256i); R] {
+    // SAFETY (all blocks): AVX2 is enabled for this build (VNNI checked by
+    // the caller); `row` checked that every row holds block b's 256 values and 16 sums.
+    let mut acc = [unsafe { _mm256_setzero_si256() }; R];
+    for c in 0..PIECES {
+        let (q, sc) = p.piece(c);
+        for (acc, (ya, _, _)) in acc.iter_mut().zip(rows) {
+            unsafe {
+                let y = _mm256_loadu_si256(ya.as_ptr().add(b * QK_K + 32 * c) as *const __m256i);
+                *acc = madd_add::<VNNI>(*acc, _mm256_maddubs_epi16(q, y), sc);
             }
         }
-        for ((lanes, acc), (_, da, bs)) in lanes.iter_mut().zip(&acc).zip(&rows) {
-            // SAFETY: as above; the block's 16 sums are within the row's.
-            let (s, m) = unsafe {
-                let sums = _mm256_loadu_si256(bs.as_ptr().add(b * QK_K / BSUM) as *const __m256i);
-                (hsum(*acc), hsum(_mm256_madd_epi16(sums, p.mins())))
-            };
-            p.accumulate(lanes, b, da[b], s, m);
+    }
+    std::array::from_fn(|r| unsafe {
+        let sums = _mm256_loadu_si256(rows[r].2.as_ptr().add(b * QK_K / BSUM) as *const __m256i);
+        (acc[r], _mm256_madd_epi16(sums, p.mins()))
+    })
+}
+
+/// One activation row against every block, its lanes in scalars.
+#[inline(always)]
+fn single<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(&'a B) -> P, row: &(&[i8], &[f32], &[i16])) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (b, block) in blocks.iter().enumerate() {
+        let p = unpack(block);
+        let [(s, m)] = block_sums::<VNNI, 1>(&p, b, std::slice::from_ref(row).try_into().unwrap());
+        // SAFETY: AVX2 is enabled for this build.
+        let (s, m) = unsafe { (hsum(s), hsum(m)) };
+        let da = row.1[b];
+        match p.dmin() {
+            Some(dmin) => accumulate(&mut lanes, b, p.d() * da, s, Some((dmin * da, m))),
+            None => accumulate(&mut lanes, b, p.d() * da, s - m, None),
         }
     }
-    for (o, l) in out.iter_mut().zip(&lanes) {
-        *o = lane_tree(l);
+    lane_tree(&lanes)
+}
+
+/// [`TILE`] activation rows against every block. The lanes are kept
+/// transposed, `lanes[l]` holding lane l of every row, so one vector
+/// operation does the module's float step for all rows at once.
+#[inline(always)]
+fn tile<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(&'a B) -> P, rows: &[(&[i8], &[f32], &[i16]); TILE]) -> [f32; TILE] {
+    // SAFETY (all blocks): AVX2 and FMA are enabled for this build.
+    let mut lanes = [unsafe { _mm256_setzero_ps() }; 8];
+    for (b, block) in blocks.iter().enumerate() {
+        let p = unpack(block);
+        let sums = block_sums::<VNNI, TILE>(&p, b, rows);
+        unsafe {
+            // Row r's S and M in element r.
+            let s = sum_each(&sums.map(|(s, _)| s));
+            let m = sum_each(&sums.map(|(_, m)| m));
+            let da = _mm256_loadu_ps(rows.map(|(_, d, _)| d[b]).as_ptr());
+            let l = &mut lanes[b % 8];
+            match p.dmin() {
+                Some(dmin) => {
+                    *l = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(p.d()), da), _mm256_cvtepi32_ps(s), *l);
+                    // fnmadd is fma(-m, M, l): negation is exact.
+                    *l = _mm256_fnmadd_ps(_mm256_mul_ps(_mm256_set1_ps(dmin), da), _mm256_cvtepi32_ps(m), *l);
+                }
+                None => *l = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(p.d()), da), _mm256_cvtepi32_ps(_mm256_sub_epi32(s, m)), *l),
+            }
+        }
     }
+    // `lane_tree`, a row per element.
+    let mut out = [0f32; TILE];
+    unsafe {
+        let l = &lanes;
+        let sum = _mm256_add_ps(
+            _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[1], l[5])),
+            _mm256_add_ps(_mm256_add_ps(l[2], l[6]), _mm256_add_ps(l[3], l[7])),
+        );
+        _mm256_storeu_ps(out.as_mut_ptr(), sum);
+    }
+    out
 }
 
 /// `acc + madd(pairs, scales)`: exact, as `maddubs` pairs stay below 2·63·127
@@ -186,7 +234,7 @@ impl Pieces for K4<'_> {
                 let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
                 q = _mm256_or_si256(q, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
             }
-            let pick = _mm256_set1_epi16((((2 * c + 1) << 8) | 2 * c) as i16);
+            let pick = _mm256_set1_epi16((((2 * c + 1) << 8) | (2 * c)) as i16);
             (q, _mm256_shuffle_epi8(self.sc, pick))
         }
     }
@@ -197,8 +245,13 @@ impl Pieces for K4<'_> {
     }
 
     #[inline(always)]
-    fn accumulate(&self, lanes: &mut [f32; 8], b: usize, da: f32, s: i32, m: i32) {
-        accumulate(lanes, b, self.d * da, s, Some((self.dmin * da, m)));
+    fn d(&self) -> f32 {
+        self.d
+    }
+
+    #[inline(always)]
+    fn dmin(&self) -> Option<f32> {
+        Some(self.dmin)
     }
 }
 
@@ -253,8 +306,13 @@ impl Pieces for Q6K<'_> {
     }
 
     #[inline(always)]
-    fn accumulate(&self, lanes: &mut [f32; 8], b: usize, da: f32, s: i32, m: i32) {
-        accumulate(lanes, b, self.d * da, s - m, None);
+    fn d(&self) -> f32 {
+        self.d
+    }
+
+    #[inline(always)]
+    fn dmin(&self) -> Option<f32> {
+        None
     }
 }
 
