@@ -210,7 +210,7 @@ mod avx2 {
 
     /// The sum of 8 i32 lanes.
     #[inline(always)]
-    pub(in super::super) unsafe fn hsum(v: __m256i) -> i32 {
+    unsafe fn hsum(v: __m256i) -> i32 {
         let x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
         let x = _mm_add_epi32(x, _mm_unpackhi_epi64(x, x));
         let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0b01));
@@ -219,4 +219,4 @@ mod avx2 {
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-pub(super) use avx2::{hsum, sum_each};
+pub(super) use avx2::sum_each;

@@ -7,10 +7,10 @@
 
 use std::arch::x86_64::*;
 
-use super::super::q32::{hsum, sum_each};
+use super::super::q32::sum_each;
 use super::super::{accumulate, blocks_of, lane_tree, QActs, BSUM};
 use super::Q6_K_OFFSET;
-use crate::formats::quants::{f32_of, BlockQ4K, BlockQ5K, BlockQ6K, QK_K, K_SCALE_SIZE};
+use crate::formats::quants::{f32_of, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::tensor::DType;
 
 /// Activation rows that share each unpacked piece (the rest go one at a time).
@@ -36,10 +36,17 @@ unsafe fn dot_rows_vnni(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
 #[inline(always)]
 fn dot_rows_isa<const VNNI: bool>(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
     match dtype {
-        DType::Q4_K => rows::<VNNI, _, _>(blocks_of::<BlockQ4K>(w), |b| K4::new(b.d, b.dmin, &b.scales, &b.qs, None), acts, out),
-        DType::Q5_K => rows::<VNNI, _, _>(blocks_of::<BlockQ5K>(w), |b| K4::new(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh)), acts, out),
+        DType::Q4_K => rows::<VNNI, _, _>(blocks_of::<BlockQ4K>(w), |b| K4::new(head(b), &b.qs, None), acts, out),
+        DType::Q5_K => rows::<VNNI, _, _>(blocks_of::<BlockQ5K>(w), |b| K4::new(head(b), &b.qs, Some(&b.qh)), acts, out),
         _ => rows::<VNNI, _, _>(blocks_of::<BlockQ6K>(w), Q6K::new, acts, out),
     }
+}
+
+/// The first 16 bytes of a Q4_K/Q5_K block: `d`, `dmin`, `scales`.
+#[inline(always)]
+fn head<B: bytemuck::Pod>(b: &B) -> &[u8; 16] {
+    const _: () = assert!(std::mem::offset_of!(BlockQ4K, qs) == 16 && std::mem::offset_of!(BlockQ5K, qh) == 16);
+    bytemuck::bytes_of(b)[..16].try_into().unwrap()
 }
 
 /// A weight block in registers, handed out a piece at a time.
@@ -57,81 +64,105 @@ trait Pieces {
 /// Every activation row of `acts` against the weight row `blocks`, [`TILE`] rows at a time.
 #[inline(always)]
 fn rows<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: impl Fn(&'a B) -> P, acts: &QActs, out: &mut [f32]) {
-    let blocks = &blocks[..acts.k / QK_K];
-    let first = out.len() - out.len() % TILE;
-    for (t, o) in out[..first].chunks_exact_mut(TILE).enumerate() {
-        let rows = std::array::from_fn(|r| row(acts, t * TILE + r, blocks.len()));
-        *<&mut [f32; TILE]>::try_from(o).unwrap() = tile::<VNNI, _, _>(blocks, &unpack, &rows);
+    let (n, nb) = (out.len(), acts.k / QK_K);
+    let blocks = &blocks[..nb];
+    // What block_sums and the scale reads below rely on.
+    assert!(acts.qs.len() >= n * acts.k && acts.bsums.len() >= n * acts.k / BSUM && acts.d.len() >= n * nb);
+    let whole = n - n % TILE;
+    for (t, o) in out[..whole].chunks_exact_mut(TILE).enumerate() {
+        *<&mut [f32; TILE]>::try_from(o).unwrap() = tile::<VNNI, _, _>(blocks, &unpack, acts, t * TILE);
     }
-    for (i, o) in out.iter_mut().enumerate().skip(first) {
-        *o = single::<VNNI, _, _>(blocks, &unpack, &row(acts, i, blocks.len()));
+    for (i, o) in out.iter_mut().enumerate().skip(whole) {
+        *o = single::<VNNI, _, _>(blocks, &unpack, acts, i);
     }
 }
 
-/// Activation row `i`'s values, scales and sums, checked to cover `nb` blocks.
-#[inline(always)]
-fn row(acts: &QActs, i: usize, nb: usize) -> (&[i8], &[f32], &[i16]) {
-    let (y, d, s) = acts.row(i);
-    assert!(y.len() >= nb * QK_K && d.len() >= nb && s.len() >= nb * QK_K / BSUM);
-    (y, d, s)
+/// `$body` for each piece `$c` in `0..PIECES`, unrolled so that `$c` is a
+/// constant (the piece's shifts, masks and shuffles then are too).
+macro_rules! for_each_piece {
+    ($c:ident, $body:block) => {{
+        const _: () = assert!(PIECES == 8);
+        { let $c = 0; $body }
+        { let $c = 1; $body }
+        { let $c = 2; $body }
+        { let $c = 3; $body }
+        { let $c = 4; $body }
+        { let $c = 5; $body }
+        { let $c = 6; $body }
+        { let $c = 7; $body }
+    }};
 }
 
-/// Block `b`'s integer sums with `R` activation rows: `S` and `M` (module
-/// comment) spread over 8 i32 lanes per row. Each piece is unpacked once and
-/// meets the R rows while in registers.
+/// Block `b`'s integer sums with activation rows `first..first + R`: `S`
+/// and `M` (module comment) spread over 8 i32 lanes per row. Each piece is
+/// unpacked once and meets the R rows while in registers.
+///
+/// SAFETY: AVX2 is enabled for this build (VNNI checked by the caller);
+/// `rows` checked that rows `first..first + R` are within `acts`.
 #[inline(always)]
-fn block_sums<const VNNI: bool, const R: usize>(p: &impl Pieces, b: usize, rows: &[(&[i8], &[f32], &[i16]); R]) -> [(__m256i, __m256i); R] {
-    // SAFETY (all blocks): AVX2 is enabled for this build (VNNI checked by
-    // the caller); `row` checked that every row holds block b's 256 values and 16 sums.
-    let mut acc = [unsafe { _mm256_setzero_si256() }; R];
-    for c in 0..PIECES {
+unsafe fn block_sums<const VNNI: bool, const R: usize>(p: &impl Pieces, b: usize, acts: &QActs, first: usize) -> [(__m256i, __m256i); R] {
+    let k = acts.k;
+    let y = acts.qs.as_ptr().add(first * k + b * QK_K);
+    let mut acc = [_mm256_setzero_si256(); R];
+    for_each_piece!(c, {
         let (q, sc) = p.piece(c);
-        for (acc, (ya, _, _)) in acc.iter_mut().zip(rows) {
-            unsafe {
-                let y = _mm256_loadu_si256(ya.as_ptr().add(b * QK_K + 32 * c) as *const __m256i);
-                *acc = madd_add::<VNNI>(*acc, _mm256_maddubs_epi16(q, y), sc);
-            }
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let y = _mm256_loadu_si256(y.add(r * k + 32 * c) as *const __m256i);
+            *acc = madd_add::<VNNI>(*acc, _mm256_maddubs_epi16(q, y), sc);
         }
-    }
-    std::array::from_fn(|r| unsafe {
-        let sums = _mm256_loadu_si256(rows[r].2.as_ptr().add(b * QK_K / BSUM) as *const __m256i);
-        (acc[r], _mm256_madd_epi16(sums, p.mins()))
-    })
+    });
+    let sums = acts.bsums.as_ptr().add((first * k + b * QK_K) / BSUM);
+    std::array::from_fn(|r| (acc[r], _mm256_madd_epi16(_mm256_loadu_si256(sums.add(r * k / BSUM) as *const __m256i), p.mins())))
 }
 
-/// One activation row against every block, its lanes in scalars.
+/// Activation row `i` against every block, its lanes in scalars.
 #[inline(always)]
-fn single<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(&'a B) -> P, row: &(&[i8], &[f32], &[i16])) -> f32 {
+fn single<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(&'a B) -> P, acts: &QActs, i: usize) -> f32 {
     let mut lanes = [0f32; 8];
+    let da = &acts.d[i * blocks.len()..(i + 1) * blocks.len()];
     for (b, block) in blocks.iter().enumerate() {
         let p = unpack(block);
-        let [(s, m)] = block_sums::<VNNI, 1>(&p, b, std::slice::from_ref(row).try_into().unwrap());
-        // SAFETY: AVX2 is enabled for this build.
-        let (s, m) = unsafe { (hsum(s), hsum(m)) };
-        let da = row.1[b];
+        // SAFETY: see block_sums; `rows` checked row i.
+        let (s, m) = unsafe {
+            let [(s, m)] = block_sums::<VNNI, 1>(&p, b, acts, i);
+            hsum2(s, m)
+        };
         match p.dmin() {
-            Some(dmin) => accumulate(&mut lanes, b, p.d() * da, s, Some((dmin * da, m))),
-            None => accumulate(&mut lanes, b, p.d() * da, s - m, None),
+            Some(dmin) => accumulate(&mut lanes, b, p.d() * da[b], s, Some((dmin * da[b], m))),
+            None => accumulate(&mut lanes, b, p.d() * da[b], s - m, None),
         }
     }
     lane_tree(&lanes)
+}
+
+/// The sums of the 8 i32 lanes of `s` and of `m`, together.
+#[inline(always)]
+unsafe fn hsum2(s: __m256i, m: __m256i) -> (i32, i32) {
+    // [s01 s23 m01 m23 | s45 s67 m45 m67], halves added, then neighbours.
+    let h = _mm256_hadd_epi32(s, m);
+    let x = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0b10_11_00_01));
+    (_mm_cvtsi128_si32(x), _mm_extract_epi32(x, 2))
 }
 
 /// [`TILE`] activation rows against every block. The lanes are kept
 /// transposed, `lanes[l]` holding lane l of every row, so one vector
 /// operation does the module's float step for all rows at once.
 #[inline(always)]
-fn tile<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(&'a B) -> P, rows: &[(&[i8], &[f32], &[i16]); TILE]) -> [f32; TILE] {
-    // SAFETY (all blocks): AVX2 and FMA are enabled for this build.
+fn tile<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(&'a B) -> P, acts: &QActs, first: usize) -> [f32; TILE] {
+    let nb = blocks.len();
+    // SAFETY (all blocks): AVX2 and FMA are enabled for this build; see
+    // block_sums, `rows` checked rows first..first + TILE.
     let mut lanes = [unsafe { _mm256_setzero_ps() }; 8];
     for (b, block) in blocks.iter().enumerate() {
         let p = unpack(block);
-        let sums = block_sums::<VNNI, TILE>(&p, b, rows);
         unsafe {
+            let sums = block_sums::<VNNI, TILE>(&p, b, acts, first);
             // Row r's S and M in element r.
             let s = sum_each(&sums.map(|(s, _)| s));
             let m = sum_each(&sums.map(|(_, m)| m));
-            let da = _mm256_loadu_ps(rows.map(|(_, d, _)| d[b]).as_ptr());
+            let da: [f32; TILE] = std::array::from_fn(|r| *acts.d.get_unchecked((first + r) * nb + b));
+            let da = _mm256_loadu_ps(da.as_ptr());
             let l = &mut lanes[b % 8];
             match p.dmin() {
                 Some(dmin) => {
@@ -176,16 +207,23 @@ fn dpwssd(acc: __m256i, pairs: __m256i, scales: __m256i) -> __m256i {
     _mm256_dpwssd_epi32(acc, pairs, scales)
 }
 
-/// The `[sc0..sc7, m0..m7]` of a Q4_K/Q5_K block's 12 packed bytes: what
+/// The `[sc0..sc7, m0..m7]` of a Q4_K/Q5_K block from its first 16 bytes
+/// (`d`, `dmin`, the 12 packed scale bytes as words a, b, c): what
 /// `scale_min_k4` reads, four bytes at a time (ggml's `utmp` shuffle).
-fn k4_scales_mins(s: &[u8; K_SCALE_SIZE]) -> [u32; 4] {
-    const LOW6: u32 = 0x3F3F_3F3F;
-    const LOW4: u32 = 0x0F0F_0F0F;
-    const LOW2: u32 = 0x0303_0303;
-    let word = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
-    let (a, b, c) = (word(0), word(1), word(2));
-    // Sub-blocks 4..7 take their top two bits from the first 8 bytes' top bits.
-    [a & LOW6, (c & LOW4) | ((a >> 6) & LOW2) << 4, b & LOW6, ((c >> 4) & LOW4) | ((b >> 6) & LOW2) << 4]
+#[inline(always)]
+fn k4_scales_mins(head: &[u8; 16]) -> __m128i {
+    const LOW6: i32 = 0x3F3F_3F3F;
+    const LOW4: i32 = 0x0F0F_0F0F;
+    // Sub-blocks 4..7 take their top two bits from the top bits of a (scales) and b (mins).
+    const TOP2_AT_4: i32 = 0x3030_3030;
+    // SAFETY: AVX2 is enabled for this build; head holds 16 bytes.
+    unsafe {
+        let v = _mm_loadu_si128(head.as_ptr() as *const __m128i);
+        // [a, c, b, c] with the last c's high nibbles moved down, and [a, a, b, b].
+        let low = _mm_srlv_epi32(_mm_shuffle_epi32(v, 0b11_10_11_01), _mm_set_epi32(4, 0, 0, 0));
+        let top = _mm_srli_epi32(_mm_shuffle_epi32(v, 0b10_10_01_01), 2);
+        _mm_or_si128(_mm_and_si128(low, _mm_set_epi32(LOW4, LOW6, LOW4, LOW6)), _mm_and_si128(top, _mm_set_epi32(TOP2_AT_4, 0, TOP2_AT_4, 0)))
+    }
 }
 
 /// A Q4_K block, or a Q5_K block with its fifth bits `qh`.
@@ -200,20 +238,20 @@ struct K4<'a> {
 }
 
 impl<'a> K4<'a> {
+    /// `head` is the block's first 16 bytes: `d`, `dmin` and `scales`.
     #[inline(always)]
-    fn new(d: [u8; 2], dmin: [u8; 2], scales: &[u8; K_SCALE_SIZE], qs: &'a [u8; QK_K / 2], qh: Option<&[u8; QK_K / 8]>) -> Self {
-        let sm = k4_scales_mins(scales);
+    fn new(head: &[u8; 16], qs: &'a [u8; QK_K / 2], qh: Option<&[u8; QK_K / 8]>) -> Self {
+        let v = k4_scales_mins(head);
         // SAFETY: AVX2 is enabled for this build; qh holds 32 bytes.
         unsafe {
-            let v = _mm_loadu_si128(sm.as_ptr() as *const __m128i);
             K4 {
                 qs,
                 qh: qh.map(|h| _mm256_loadu_si256(h.as_ptr() as *const __m256i)),
                 sc: _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v)),
                 // Each sub-block's min twice: it covers two sums of 16.
                 mins: _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v, v)),
-                d: f32_of(d),
-                dmin: f32_of(dmin),
+                d: f32_of([head[0], head[1]]),
+                dmin: f32_of([head[2], head[3]]),
             }
         }
     }
@@ -319,20 +357,23 @@ impl Pieces for Q6K<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::quants::scale_min_k4;
+    use crate::formats::quants::{scale_min_k4, K_SCALE_SIZE};
 
     /// The word shuffle reads the same scales and mins as `scale_min_k4`.
     #[test]
     fn k4_scales_mins_match_scale_min_k4() {
         let mut s = 0x9E37_79B9_7F4A_7C15u64;
         for _ in 0..1000 {
-            let bytes: [u8; K_SCALE_SIZE] = std::array::from_fn(|_| {
+            let head: [u8; 16] = std::array::from_fn(|_| {
                 s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 (s >> 56) as u8
             });
-            let got: Vec<u8> = k4_scales_mins(&bytes).iter().flat_map(|w| w.to_le_bytes()).collect();
+            let mut got = [0u8; 16];
+            // SAFETY: AVX2 is enabled for this build; got holds 16 bytes.
+            unsafe { _mm_storeu_si128(got.as_mut_ptr() as *mut __m128i, k4_scales_mins(&head)) };
+            let scales: &[u8; K_SCALE_SIZE] = head[4..].try_into().unwrap();
             for j in 0..8 {
-                assert_eq!((got[j], got[8 + j]), scale_min_k4(j, &bytes), "sub-block {j} of {bytes:?}");
+                assert_eq!((got[j], got[8 + j]), scale_min_k4(j, scales), "sub-block {j} of {scales:?}");
             }
         }
     }
