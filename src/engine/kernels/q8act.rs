@@ -140,13 +140,33 @@ pub fn dot_rows(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
 /// `dot_rows`, with the AVX-512 VNNI kernels used where `vnni` and the CPU has them (tests run both).
 fn dot_rows_with(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32], vnni: bool) {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-    match dtype {
-        DType::Q8_0 | DType::Q4_0 => return q32::dot_rows(dtype, w, acts, out),
-        DType::Q4_K | DType::Q5_K | DType::Q6_K => return kquant::dot_rows(dtype, w, acts, out, vnni && has_vnni()),
-        _ => {}
+    if has_kernel(dtype) {
+        if vnni && has_vnni() {
+            // SAFETY: the CPU has AVX-512 VNNI and VL (checked at run time).
+            unsafe { dot_rows_vnni(dtype, w, acts, out) }
+        } else {
+            dot_rows_isa::<false>(dtype, w, acts, out)
+        }
+        return;
     }
     let _ = vnni;
     dot_rows_ref(dtype, w, acts, out)
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[target_feature(enable = "avx512vnni,avx512vl")]
+unsafe fn dot_rows_vnni(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
+    dot_rows_isa::<true>(dtype, w, acts, out)
+}
+
+/// The integer kernels, compiled once for AVX2 and once with AVX-512 VNNI.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[inline(always)]
+fn dot_rows_isa<const VNNI: bool>(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 => q32::dot_rows::<VNNI>(dtype, w, acts, out),
+        _ => kquant::dot_rows::<VNNI>(dtype, w, acts, out),
+    }
 }
 
 /// Whether this CPU has AVX-512 VNNI and VL (and AVX-512 is not turned off

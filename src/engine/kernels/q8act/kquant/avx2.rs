@@ -18,23 +18,10 @@ const TILE: usize = 8;
 /// 32-element pieces per block.
 const PIECES: usize = QK_K / 32;
 
-/// `dot_rows`, with `dpwssd` where `vnni` (the caller has checked the CPU).
-pub(in super::super) fn dot_rows(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32], vnni: bool) {
-    if vnni {
-        // SAFETY: the caller has found AVX-512 VNNI and VL on this CPU.
-        unsafe { dot_rows_vnni(dtype, w, acts, out) }
-    } else {
-        dot_rows_isa::<false>(dtype, w, acts, out)
-    }
-}
-
-#[target_feature(enable = "avx512vnni,avx512vl")]
-unsafe fn dot_rows_vnni(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
-    dot_rows_isa::<true>(dtype, w, acts, out)
-}
-
+/// `dot_rows`, with `dpwssd` where `VNNI` (the caller has checked the CPU
+/// and enabled the feature).
 #[inline(always)]
-fn dot_rows_isa<const VNNI: bool>(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
+pub(in super::super) fn dot_rows<const VNNI: bool>(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
     match dtype {
         DType::Q4_K => rows::<VNNI, _, _>(blocks_of::<BlockQ4K>(w), |b| K4::new(head(b), &b.qs, None), acts, out),
         DType::Q5_K => rows::<VNNI, _, _>(blocks_of::<BlockQ5K>(w), |b| K4::new(head(b), &b.qs, Some(&b.qh)), acts, out),
