@@ -131,41 +131,52 @@ fn quantize_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
     1.0 / iscale
 }
 
-/// `out[i]` = the dot product of weight row `w` (stored bytes of `dtype`) with
-/// activation row `i` of `acts`, for `i < out.len()`.
-pub fn dot_rows(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
-    dot_rows_with(dtype, w, acts, out, has_vnni())
+/// `out[j·n + i]` = the dot product of weight row `ws[j]` (stored bytes of
+/// `dtype`) with activation row `i` of `acts`, for `i < n = out.len() / ws.len()`.
+/// Several weight rows per call, so the dispatch is paid once for them.
+pub fn dot_rows(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32]) {
+    dot_rows_with(dtype, ws, acts, out, has_vnni())
 }
 
 /// `dot_rows`, with the AVX-512 VNNI kernels used where `vnni` and the CPU has them (tests run both).
-fn dot_rows_with(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32], vnni: bool) {
+fn dot_rows_with(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32], vnni: bool) {
+    if ws.is_empty() {
+        return;
+    }
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
     if has_kernel(dtype) {
         if vnni && has_vnni() {
             // SAFETY: the CPU has AVX-512 VNNI and VL (checked at run time).
-            unsafe { dot_rows_vnni(dtype, w, acts, out) }
+            unsafe { dot_rows_vnni(dtype, ws, acts, out) }
         } else {
-            dot_rows_isa::<false>(dtype, w, acts, out)
+            dot_rows_isa::<false>(dtype, ws, acts, out)
         }
         return;
     }
     let _ = vnni;
-    dot_rows_ref(dtype, w, acts, out)
+    let n = out.len() / ws.len();
+    for (w, o) in ws.iter().zip(out.chunks_exact_mut(n)) {
+        dot_rows_ref(dtype, w, acts, o);
+    }
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 #[target_feature(enable = "avx512vnni,avx512vl")]
-unsafe fn dot_rows_vnni(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
-    dot_rows_isa::<true>(dtype, w, acts, out)
+unsafe fn dot_rows_vnni(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32]) {
+    dot_rows_isa::<true>(dtype, ws, acts, out)
 }
 
 /// The integer kernels, compiled once for AVX2 and once with AVX-512 VNNI.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 #[inline(always)]
-fn dot_rows_isa<const VNNI: bool>(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
-    match dtype {
-        DType::Q8_0 | DType::Q4_0 => q32::dot_rows::<VNNI>(dtype, w, acts, out),
-        _ => kquant::dot_rows::<VNNI>(dtype, w, acts, out),
+fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32]) {
+    // Plain loops: closures here would not be inlined with the VNNI features.
+    let n = out.len() / ws.len();
+    for (w, o) in ws.iter().zip(out.chunks_exact_mut(n)) {
+        match dtype {
+            DType::Q8_0 | DType::Q4_0 => q32::dot_rows::<VNNI>(dtype, w, acts, o),
+            _ => kquant::dot_rows::<VNNI>(dtype, w, acts, o),
+        }
     }
 }
 
