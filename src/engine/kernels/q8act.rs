@@ -170,12 +170,13 @@ unsafe fn dot_rows_vnni(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 #[inline(always)]
 fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32]) {
-    if !matches!(dtype, DType::Q8_0 | DType::Q4_0) {
-        return kquant::dot_rows_many::<VNNI>(dtype, ws, acts, out);
-    }
-    // A plain loop: a closure here would not be inlined with the VNNI features.
-    for (w, o) in ws.iter().zip(out.chunks_exact_mut(out.len() / ws.len())) {
-        q32::dot_rows::<VNNI>(dtype, w, acts, o);
+    // Plain loops: closures here would not be inlined with the VNNI features.
+    let n = out.len() / ws.len();
+    for (w, o) in ws.iter().zip(out.chunks_exact_mut(n)) {
+        match dtype {
+            DType::Q8_0 | DType::Q4_0 => q32::dot_rows::<VNNI>(dtype, w, acts, o),
+            _ => kquant::dot_rows::<VNNI>(dtype, w, acts, o),
+        }
     }
 }
 

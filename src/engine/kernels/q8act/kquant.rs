@@ -84,4 +84,4 @@ pub(super) fn dot_rows_ref(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-pub(super) use avx2::dot_rows_many;
+pub(super) use avx2::dot_rows;

@@ -1,7 +1,6 @@
 //! The AVX2 kernel (and its AVX-512 VNNI variant): each weight block is
 //! unpacked in registers, 32 elements at a time, and every piece meets
-//! [`TILE`] activation rows before the next is unpacked (a register tile);
-//! with one activation row, each piece of it meets [`TILE`] weight rows.
+//! [`TILE`] activation rows before the next is unpacked (a register tile).
 //! Per piece and row: `maddubs` (unsigned integer × activation, in i16 pairs)
 //! then `madd` with each pair's scale (VNNI: `dpwssd`, the same sum fused).
 //! Each row keeps its own lanes and the module's float order.
@@ -19,29 +18,14 @@ const TILE: usize = 8;
 /// 32-element pieces per block.
 const PIECES: usize = QK_K / 32;
 
-/// `dot_rows` for one weight row, with `dpwssd` where `VNNI` (the caller
-/// has checked the CPU and enabled the feature).
+/// `dot_rows`, with `dpwssd` where `VNNI` (the caller has checked the CPU
+/// and enabled the feature).
 #[inline(always)]
-fn dot_rows<const VNNI: bool>(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
+pub(in super::super) fn dot_rows<const VNNI: bool>(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
     match dtype {
         DType::Q4_K => rows::<VNNI, _, _>(blocks_of::<BlockQ4K>(w), |b| K4::new(head(b), &b.qs, None), acts, out),
         DType::Q5_K => rows::<VNNI, _, _>(blocks_of::<BlockQ5K>(w), |b| K4::new(head(b), &b.qs, Some(&b.qh)), acts, out),
         _ => rows::<VNNI, _, _>(blocks_of::<BlockQ6K>(w), Q6K::new, acts, out),
-    }
-}
-
-/// `dot_rows` for a group of weight rows, `out` being `[ws.len(), n]`: one
-/// activation row (decode) takes the weight rows [`TILE`] at a time.
-#[inline(always)]
-pub(in super::super) fn dot_rows_many<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32]) {
-    let n = out.len() / ws.len();
-    let tiled = if n == 1 { ws.len() - ws.len() % TILE } else { 0 };
-    // Plain loops: closures here would not be inlined with the VNNI features.
-    for (w, o) in ws[..tiled].chunks_exact(TILE).zip(out.chunks_exact_mut(TILE)) {
-        *<&mut [f32; TILE]>::try_from(o).unwrap() = weight_tile::<VNNI>(dtype, w.try_into().unwrap(), acts);
-    }
-    for (w, o) in ws[tiled..].iter().zip(out[tiled * n..].chunks_exact_mut(n)) {
-        dot_rows::<VNNI>(dtype, w, acts, o);
     }
 }
 
@@ -166,88 +150,27 @@ fn tile<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(&'
             let m = sum_each(&sums.map(|(_, m)| m));
             let da: [f32; TILE] = std::array::from_fn(|r| *acts.d.get_unchecked((first + r) * nb + b));
             let da = _mm256_loadu_ps(da.as_ptr());
-            let dmin = p.dmin().map(|dmin| _mm256_mul_ps(_mm256_set1_ps(dmin), da));
-            float_step(&mut lanes[b % 8], _mm256_mul_ps(_mm256_set1_ps(p.d()), da), dmin, s, m);
-        }
-    }
-    // SAFETY: AVX2 is enabled for this build.
-    unsafe { lane_trees(&lanes) }
-}
-
-/// Decode: [`TILE`] weight rows `ws` against activation row 0, each piece of
-/// the activations loaded once for them all. The lanes are transposed as in
-/// [`tile`], element j for weight row j.
-#[inline(always)]
-fn weight_tile<const VNNI: bool>(dtype: DType, ws: &[&[u8]; TILE], acts: &QActs) -> [f32; TILE] {
-    match dtype {
-        DType::Q4_K => weight_tile_of::<VNNI, BlockQ4K, _>(ws, |b| K4::new(head(b), &b.qs, None), acts),
-        DType::Q5_K => weight_tile_of::<VNNI, BlockQ5K, _>(ws, |b| K4::new(head(b), &b.qs, Some(&b.qh)), acts),
-        _ => weight_tile_of::<VNNI, BlockQ6K, _>(ws, Q6K::new, acts),
-    }
-}
-
-#[inline(always)]
-fn weight_tile_of<'a, const VNNI: bool, B: bytemuck::Pod, P: Pieces>(ws: &[&'a [u8]; TILE], unpack: impl Fn(&'a B) -> P, acts: &QActs) -> [f32; TILE] {
-    let nb = acts.k / QK_K;
-    let blocks: [&[B]; TILE] = ws.map(|w| &blocks_of::<B>(w)[..nb]);
-    // What the reads of row 0 below rely on.
-    assert!(acts.qs.len() >= acts.k && acts.bsums.len() >= acts.k / BSUM && acts.d.len() >= nb);
-    // SAFETY (all blocks): AVX2 and FMA are enabled for this build (VNNI
-    // checked by the caller); block b of every weight row exists (sliced
-    // above) and of activation row 0 (asserted).
-    unsafe {
-        let mut lanes = [_mm256_setzero_ps(); 8];
-        for b in 0..nb {
-            let p: [P; TILE] = std::array::from_fn(|j| unpack(blocks[j].get_unchecked(b)));
-            let y = acts.qs.as_ptr().add(b * QK_K);
-            let mut acc = [_mm256_setzero_si256(); TILE];
-            for_each_piece!(c, {
-                let y = _mm256_loadu_si256(y.add(32 * c) as *const __m256i);
-                for (acc, p) in acc.iter_mut().zip(&p) {
-                    let (q, sc) = p.piece(c);
-                    *acc = madd_add::<VNNI>(*acc, _mm256_maddubs_epi16(q, y), sc);
+            let l = &mut lanes[b % 8];
+            match p.dmin() {
+                Some(dmin) => {
+                    *l = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(p.d()), da), _mm256_cvtepi32_ps(s), *l);
+                    // fnmadd is fma(-m, M, l): negation is exact.
+                    *l = _mm256_fnmadd_ps(_mm256_mul_ps(_mm256_set1_ps(dmin), da), _mm256_cvtepi32_ps(m), *l);
                 }
-            });
-            let sums = _mm256_loadu_si256(acts.bsums.as_ptr().add(b * QK_K / BSUM) as *const __m256i);
-            // Weight row j's S and M in element j.
-            let s = sum_each(&acc);
-            let m = sum_each(&p.each_ref().map(|p| _mm256_madd_epi16(sums, p.mins())));
-            let da = _mm256_set1_ps(*acts.d.get_unchecked(b));
-            let d: [f32; TILE] = p.each_ref().map(|p| p.d());
-            let dmin = p[0].dmin().map(|_| {
-                let dmin: [f32; TILE] = p.each_ref().map(|p| p.dmin().unwrap_or(0.0));
-                _mm256_mul_ps(_mm256_loadu_ps(dmin.as_ptr()), da)
-            });
-            float_step(&mut lanes[b % 8], _mm256_mul_ps(_mm256_loadu_ps(d.as_ptr()), da), dmin, s, m);
+                None => *l = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(p.d()), da), _mm256_cvtepi32_ps(_mm256_sub_epi32(s, m)), *l),
+            }
         }
-        lane_trees(&lanes)
     }
-}
-
-/// The module's float step for one block, an output per element: `l =
-/// fma(d, S, l)`, then `l = fma(-m, M, l)` with `dm = Some(m)`, or
-/// `l = fma(d, S - M, l)` (Q6_K). `d` and `m` are the combined scales.
-#[inline(always)]
-unsafe fn float_step(l: &mut __m256, d: __m256, dm: Option<__m256>, s: __m256i, m: __m256i) {
-    match dm {
-        Some(dm) => {
-            *l = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), *l);
-            // fnmadd is fma(-m, M, l): negation is exact.
-            *l = _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(m), *l);
-        }
-        None => *l = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(s, m)), *l),
-    }
-}
-
-/// `lane_tree` of transposed lanes, an output per element.
-#[inline(always)]
-unsafe fn lane_trees(l: &[__m256; 8]) -> [f32; TILE] {
-    let sum = _mm256_add_ps(
-        _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[1], l[5])),
-        _mm256_add_ps(_mm256_add_ps(l[2], l[6]), _mm256_add_ps(l[3], l[7])),
-    );
+    // `lane_tree`, a row per element.
     let mut out = [0f32; TILE];
-    _mm256_storeu_ps(out.as_mut_ptr(), sum);
+    unsafe {
+        let l = &lanes;
+        let sum = _mm256_add_ps(
+            _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[1], l[5])),
+            _mm256_add_ps(_mm256_add_ps(l[2], l[6]), _mm256_add_ps(l[3], l[7])),
+        );
+        _mm256_storeu_ps(out.as_mut_ptr(), sum);
+    }
     out
 }
 
