@@ -226,9 +226,8 @@ impl Linear {
             // llama.cpp's numerics: integer block dot products, a weight row at a time.
             const ROWS: usize = 16;
             yt.par_chunks_mut(ROWS * t).enumerate().for_each(|(c, chunk)| {
-                for (j, ys) in chunk.chunks_mut(t).enumerate() {
-                    q8act::dot_rows(dtype, self.w.row_bytes(c * ROWS + j), acts, ys);
-                }
+                let ws: [&[u8]; ROWS] = std::array::from_fn(|j| self.w.row_bytes((c * ROWS + j).min(n_out - 1)));
+                q8act::dot_rows(dtype, &ws[..chunk.len() / t], acts, chunk);
             });
             return self.finish(yt, t);
         }

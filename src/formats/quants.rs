@@ -19,7 +19,7 @@ pub(crate) const QK_K: usize = 256;
 /// ggml-common.h `QK4_0 = QK4_1 = QK5_0 = QK5_1 = QK8_0`.
 pub(crate) const QK: usize = 32;
 /// ggml-common.h `K_SCALE_SIZE`: packed 6-bit scales and mins of q4_K/q5_K.
-const K_SCALE_SIZE: usize = 12;
+pub(crate) const K_SCALE_SIZE: usize = 12;
 
 /// `ggml_half`, stored little-endian; a byte pair rather than `f16` keeps alignment 1.
 pub(crate) type Half = [u8; 2];

@@ -131,16 +131,68 @@ fn quantize_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
     1.0 / iscale
 }
 
-/// `out[i]` = the dot product of weight row `w` (stored bytes of `dtype`) with
-/// activation row `i` of `acts`, for `i < out.len()`.
-pub fn dot_rows(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-    match dtype {
-        DType::Q8_0 | DType::Q4_0 => return q32::dot_rows(dtype, w, acts, out),
-        DType::Q4_K | DType::Q5_K | DType::Q6_K => return kquant::dot_rows(dtype, w, acts, out),
-        _ => {}
+/// `out[j·n + i]` = the dot product of weight row `ws[j]` (stored bytes of
+/// `dtype`) with activation row `i` of `acts`, for `i < n = out.len() / ws.len()`.
+/// Several weight rows per call, so the dispatch is paid once for them.
+pub fn dot_rows(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32]) {
+    dot_rows_with(dtype, ws, acts, out, has_vnni())
+}
+
+/// `dot_rows`, with the AVX-512 VNNI kernels used where `vnni` and the CPU has them (tests run both).
+fn dot_rows_with(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32], vnni: bool) {
+    if ws.is_empty() {
+        return;
     }
-    dot_rows_ref(dtype, w, acts, out)
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    if has_kernel(dtype) {
+        if vnni && has_vnni() {
+            // SAFETY: the CPU has AVX-512 VNNI and VL (checked at run time).
+            unsafe { dot_rows_vnni(dtype, ws, acts, out) }
+        } else {
+            dot_rows_isa::<false>(dtype, ws, acts, out)
+        }
+        return;
+    }
+    let _ = vnni;
+    let n = out.len() / ws.len();
+    for (w, o) in ws.iter().zip(out.chunks_exact_mut(n)) {
+        dot_rows_ref(dtype, w, acts, o);
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[target_feature(enable = "avx512vnni,avx512vl")]
+unsafe fn dot_rows_vnni(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32]) {
+    dot_rows_isa::<true>(dtype, ws, acts, out)
+}
+
+/// The integer kernels, compiled once for AVX2 and once with AVX-512 VNNI.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[inline(always)]
+fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32]) {
+    // Plain loops: closures here would not be inlined with the VNNI features.
+    let n = out.len() / ws.len();
+    for (w, o) in ws.iter().zip(out.chunks_exact_mut(n)) {
+        match dtype {
+            DType::Q8_0 | DType::Q4_0 => q32::dot_rows::<VNNI>(dtype, w, acts, o),
+            _ => kquant::dot_rows::<VNNI>(dtype, w, acts, o),
+        }
+    }
+}
+
+/// Whether this CPU has AVX-512 VNNI and VL (and AVX-512 is not turned off
+/// with `PARITY_NO_AVX512`, see `decode::has_avx512`), asked once.
+fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            super::decode::has_avx512() && std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512vl")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The plain twin: integer sums element by element, the same float order.

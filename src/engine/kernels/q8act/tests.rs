@@ -93,22 +93,26 @@ fn quantised_values_times_scales_are_round_activations() {
     assert_eq!(quantize(DType::Q4_K, &tie, 256).unwrap().qs[..3], [-127, 2, -2]);
 }
 
-/// Each AVX2 kernel equals its plain twin bit for bit, for several row
-/// lengths (including partial groups of 8 blocks) and activation rows.
+/// Each AVX2 kernel (and AVX-512 VNNI one, where the CPU has it) equals its
+/// plain twin bit for bit, for several row lengths (including partial groups
+/// of 8 blocks) and activation rows (whole tiles of 8 rows and a remainder).
 #[test]
 fn fast_kernels_are_bit_identical_to_their_plain_twins() {
     let mut rng = Rng(11);
     for dtype in KERNEL_TYPES {
         // One row and several: the kernels read weights in place for few rows.
-        for (k, n) in row_lengths(dtype).into_iter().flat_map(|k| [(k, 1), (k, 5)]) {
+        for (k, n) in row_lengths(dtype).into_iter().flat_map(|k| [(k, 1), (k, 5), (k, 11)]) {
             let acts = quantize(dtype, &activations(&mut rng, n, k), k).unwrap();
             for _ in 0..4 {
                 let w = weight_row(&mut rng, dtype, k);
-                let (mut fast, mut plain) = (vec![0f32; n], vec![0f32; n]);
-                dot_rows(dtype, &w, &acts, &mut fast);
+                let mut plain = vec![0f32; n];
                 dot_rows_ref(dtype, &w, &acts, &mut plain);
-                for (f, p) in fast.iter().zip(&plain) {
-                    assert_eq!(f.to_bits(), p.to_bits(), "{dtype} k = {k}: {f} vs {p}");
+                for vnni in [false, true] {
+                    let mut fast = vec![0f32; n];
+                    dot_rows_with(dtype, &[&w], &acts, &mut fast, vnni);
+                    for (f, p) in fast.iter().zip(&plain) {
+                        assert_eq!(f.to_bits(), p.to_bits(), "{dtype} k = {k}, VNNI {}: {f} vs {p}", vnni && has_vnni());
+                    }
                 }
             }
         }
@@ -127,7 +131,7 @@ fn kernels_agree_with_the_dequantised_dot() {
             for _ in 0..4 {
                 let w = weight_row(&mut rng, dtype, k);
                 let (mut got, mut want) = (vec![0f32; 3], vec![0f32; 3]);
-                dot_rows(dtype, &w, &acts, &mut got);
+                dot_rows(dtype, &[&w], &acts, &mut got);
                 dot_rows_dequant(dtype, &w, &xs, k, &mut want);
                 let mut row = vec![0f32; k];
                 quants::dequantize(dtype, &w, &mut row);
@@ -136,6 +140,24 @@ fn kernels_agree_with_the_dequantised_dot() {
                     assert!(((g - e) as f64).abs() <= 1e-5 * mag, "{dtype} k = {k}: {g} vs {e} (Σ|w·x| = {mag})");
                 }
             }
+        }
+    }
+}
+
+/// Several weight rows in one call give what each gives alone.
+#[test]
+fn several_weight_rows_per_call() {
+    let mut rng = Rng(23);
+    for dtype in KERNEL_TYPES.into_iter().chain([DType::Q4_1]) {
+        let (k, n) = (512, 3);
+        let acts = quantize(dtype, &activations(&mut rng, n, k), k).unwrap();
+        let ws: Vec<Vec<u8>> = (0..5).map(|_| weight_row(&mut rng, dtype, k)).collect();
+        let mut all = vec![0f32; ws.len() * n];
+        dot_rows(dtype, &ws.iter().map(|w| &w[..]).collect::<Vec<_>>(), &acts, &mut all);
+        for (w, got) in ws.iter().zip(all.chunks_exact(n)) {
+            let mut one = vec![0f32; n];
+            dot_rows(dtype, &[w], &acts, &mut one);
+            assert_eq!(got, one, "{dtype}");
         }
     }
 }
@@ -149,9 +171,9 @@ fn kernels_are_batch_invariant() {
         let x = activations(&mut rng, 4, k);
         let w = weight_row(&mut rng, dtype, k);
         let mut all = vec![0f32; 4];
-        dot_rows(dtype, &w, &quantize(dtype, &x, k).unwrap(), &mut all);
+        dot_rows(dtype, &[&w], &quantize(dtype, &x, k).unwrap(), &mut all);
         let mut one = [0f32];
-        dot_rows(dtype, &w, &quantize(dtype, &x[2 * k..3 * k], k).unwrap(), &mut one);
+        dot_rows(dtype, &[&w], &quantize(dtype, &x[2 * k..3 * k], k).unwrap(), &mut one);
         assert_eq!(all[2].to_bits(), one[0].to_bits(), "{dtype}");
     }
 }
@@ -162,6 +184,8 @@ fn kernels_are_batch_invariant() {
 #[test]
 #[ignore]
 fn q8act_throughput() {
+    /// A call like `dot_rows`: weight rows, their outputs.
+    type Kernel<'a> = dyn FnMut(&[&[u8]], &mut [f32]) + 'a;
     let mut rng = Rng(19);
     let (rows, k) = (3072, 1024);
     for dtype in KERNEL_TYPES {
@@ -170,21 +194,24 @@ fn q8act_throughput() {
         for t in [1, 64] {
             let acts = quantize(dtype, &activations(&mut rng, t, k), k).unwrap();
             let xs = acts.expanded();
-            let mut out = vec![0f32; t];
-            let mut time = |f: &mut dyn FnMut(&[u8], &mut [f32])| {
+            // Weight rows in groups of 16, as `ops::Linear` hands them out.
+            let ws: Vec<&[u8]> = w.chunks_exact(rb).collect();
+            let mut out = vec![0f32; 16 * t];
+            let mut time = |f: &mut Kernel| {
                 let mut best = f64::MAX;
                 for _ in 0..7 {
                     let start = std::time::Instant::now();
-                    for r in w.chunks_exact(rb) {
-                        f(r, &mut out);
+                    for g in ws.chunks(16) {
+                        f(g, &mut out[..g.len() * t]);
                     }
                     best = best.min(start.elapsed().as_secs_f64());
                 }
                 (rows * k * t) as f64 / best / 1e9
             };
-            let fast = time(&mut |r, o| dot_rows(dtype, r, &acts, o));
-            let old = time(&mut |r, o| dot_rows_dequant(dtype, r, &xs, k, o));
-            println!("{dtype} t={t}: dot_rows {fast:.2} GMAC/s, placeholder {old:.2} GMAC/s ({:.1}x)", fast / old);
+            let avx2 = time(&mut |g, o| dot_rows_with(dtype, g, &acts, o, false));
+            let fast = time(&mut |g, o| dot_rows(dtype, g, &acts, o));
+            let old = time(&mut |g, o| g.iter().zip(o.chunks_exact_mut(t)).for_each(|(r, o)| dot_rows_dequant(dtype, r, &xs, k, o)));
+            println!("{dtype} t={t}: dot_rows {fast:.2} GMAC/s (AVX2 only {avx2:.2}), placeholder {old:.2} GMAC/s ({:.1}x)", fast / old);
         }
     }
 }
