@@ -2,7 +2,7 @@
 """Runs llama.cpp's llama-bench and `parity bench` on the same GGUF files in
 one sitting, alternating per file, and prints the BENCHMARKS.md tables.
 
-    python scripts/bench_vs_llamacpp.py --tree TREE [--parity target/release/parity] FILE.gguf ...
+    python scripts/bench_vs_llamacpp.py --tree TREE [--parity target/release/parity] [--set K=V] FILE.gguf ...
 
 TREE is a llama.cpp tree built by scripts/build_llamacpp.sh. Both engines get
 2 threads, a 64-token prompt and 16 decode steps. llama-bench reports the mean
@@ -20,6 +20,7 @@ ap.add_argument("--tree", required=True)
 ap.add_argument("--parity", default="target/release/parity")
 ap.add_argument("--reps", default="3")
 ap.add_argument("--threads", default="2")
+ap.add_argument("--set", action="append", default=[], help="passed to parity bench (e.g. activation_rounding=llamacpp)")
 ap.add_argument("files", nargs="+")
 a = ap.parse_args()
 
@@ -30,7 +31,8 @@ for f in a.files:
                          check=True, capture_output=True, text=True).stdout
     ll = {("pp" if r["n_prompt"] else "tg"): (r["avg_ts"], r["stddev_ts"]) for r in json.loads(out)}
     env = dict(os.environ, RAYON_NUM_THREADS=a.threads)
-    p = json.loads(subprocess.run([a.parity, "bench", "--model", f, "-p", "64", "-n", "16", "--reps", a.reps],
+    sets = [x for kv in a.set for x in ("--set", kv)]
+    p = json.loads(subprocess.run([a.parity, "bench", "--model", f, "-p", "64", "-n", "16", "--reps", a.reps, *sets],
                                   check=True, capture_output=True, text=True, env=env).stdout)
     print(json.dumps(p))
     rows.append((pathlib.Path(f).name, os.path.getsize(f), ll, p))

@@ -87,25 +87,6 @@ pub fn generate(model: &Model, prompt: &[u32], n: usize, sampler: &Sampler, stop
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn greedy_is_argmax_and_sampling_is_seeded() {
-        let logits = [0.1, 3.0, 2.9, -1.0];
-        let g = Sampler::default();
-        assert_eq!(g.pick(&logits, &mut Rng(1)), 1);
-        let s = Sampler { temperature: 1.0, top_k: 2, top_p: 1.0, seed: 7 };
-        let a: Vec<u32> = { let mut r = Rng(7); (0..20).map(|_| s.pick(&logits, &mut r)).collect() };
-        let b: Vec<u32> = { let mut r = Rng(7); (0..20).map(|_| s.pick(&logits, &mut r)).collect() };
-        assert_eq!(a, b);
-        assert!(a.iter().all(|&t| t == 1 || t == 2), "top-k 2 keeps only the two best");
-        let nucleus = Sampler { temperature: 1.0, top_k: 0, top_p: 0.01, seed: 3 };
-        assert_eq!(nucleus.pick(&logits, &mut Rng(3)), 1, "a tiny top-p keeps only the best token");
-    }
-}
-
 /// `parity run`: tokenises `prompt` (through the chat template with `chat`),
 /// generates, and hands decoded text pieces to `out` as they come.
 pub fn run_prompt(model_path: &std::path::Path, prompt: &str, n: usize, chat: bool, sampler: &Sampler, mut out: impl FnMut(&str)) -> Result<Vec<u32>> {
@@ -158,4 +139,23 @@ pub fn run_prompt(model_path: &std::path::Path, prompt: &str, n: usize, chat: bo
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_is_argmax_and_sampling_is_seeded() {
+        let logits = [0.1, 3.0, 2.9, -1.0];
+        let g = Sampler::default();
+        assert_eq!(g.pick(&logits, &mut Rng(1)), 1);
+        let s = Sampler { temperature: 1.0, top_k: 2, top_p: 1.0, seed: 7 };
+        let a: Vec<u32> = { let mut r = Rng(7); (0..20).map(|_| s.pick(&logits, &mut r)).collect() };
+        let b: Vec<u32> = { let mut r = Rng(7); (0..20).map(|_| s.pick(&logits, &mut r)).collect() };
+        assert_eq!(a, b);
+        assert!(a.iter().all(|&t| t == 1 || t == 2), "top-k 2 keeps only the two best");
+        let nucleus = Sampler { temperature: 1.0, top_k: 0, top_p: 0.01, seed: 3 };
+        assert_eq!(nucleus.pick(&logits, &mut Rng(3)), 1, "a tiny top-p keeps only the best token");
+    }
 }

@@ -50,6 +50,10 @@ impl<F: Fn(&str) -> bool> Recorder<F> {
         Recorder { filter, stages: BTreeMap::new() }
     }
     fn slot(&mut self, name: &str, tail: &[usize], is_ids: bool) -> &mut Recorded {
+        // Decode appends one row per stage per step: look up without allocating a key.
+        if self.stages.contains_key(name) {
+            return self.stages.get_mut(name).expect("present");
+        }
         self.stages.entry(name.to_string()).or_insert_with(|| Recorded {
             tail: tail.to_vec(),
             f32: Vec::new(),

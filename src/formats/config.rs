@@ -175,7 +175,7 @@ impl ModelConfig {
         match &self.moe {
             Some(m) => {
                 let step = m.sparse_step.value.max(1);
-                !m.dense_layers.value.contains(&layer) && (layer + 1) % step == 0
+                !m.dense_layers.value.contains(&layer) && (layer + 1).is_multiple_of(step)
             }
             None => false,
         }

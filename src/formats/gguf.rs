@@ -341,7 +341,7 @@ impl GgufFile {
         let n = element_count(&t.ne).ok_or_else(|| bad(format!("dimensions {:?} overflow (ggml requires each and their product below 2^63)", t.ne)))?;
         let (be, bb) = t.dtype.block();
         let row = t.ne.first().copied().unwrap_or(1) as usize;
-        if row % be != 0 {
+        if !row.is_multiple_of(be) {
             return Err(bad(format!("rows of {row} elements are not whole {} blocks of {be}", t.dtype)));
         }
         let len = (n / be).checked_mul(bb).ok_or_else(|| bad(format!("{n} {} elements overflow a byte count", t.dtype)))?;

@@ -167,7 +167,7 @@ pub fn open(path: &Path) -> Result<ModelSource> {
         Error::format(path, "general.architecture", format!("unknown architecture {gguf_arch:?} (known: llama, qwen2, qwen3, qwen3moe)"))
     })?;
     let m = Meta { f: &f, arch: &gguf_arch };
-    let has = |n: &str| f.tensor_names().iter().any(|x| *x == n);
+    let has = |n: &str| f.tensor_names().contains(&n);
     let mut notes = Vec::new();
 
     let hidden = m.need_u("embedding_length")?;

@@ -46,7 +46,7 @@ pub fn parse(path: &Path, bytes: &[u8], want: Option<DType>) -> Result<Npy> {
         }
         v => return Err(bad("header", format!("unsupported .npy version {v}"))),
     };
-    let hend = (hstart as usize)
+    let hend = hstart
         .checked_add(hlen)
         .filter(|&e| e <= bytes.len())
         .ok_or_else(|| bad("header", format!("header of {hlen} bytes runs past the end of the file")))?;

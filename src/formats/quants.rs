@@ -152,7 +152,7 @@ pod_blocks!(BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ2K, Blo
 /// if they do not, only the blocks both sides hold are written.
 pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) {
     match dtype {
-        DType::F32 => plain::<4>(bytes, out, |c| f32::from_le_bytes(c)),
+        DType::F32 => plain::<4>(bytes, out, f32::from_le_bytes),
         DType::F16 => f16_row(bytes, out),
         // ggml_compute_bf16_to_fp32: the bits shifted up (a signalling NaN stays signalling).
         DType::BF16 => plain::<2>(bytes, out, |c| f32::from_bits((u16::from_le_bytes(c) as u32) << 16)),
@@ -440,7 +440,7 @@ mod tests {
     /// Unaligned input and short buffers never panic: only whole blocks both sides hold are written.
     #[test]
     fn mismatched_lengths_write_only_whole_blocks() {
-        let bytes = vec![0x11u8; 3 * 34 + 5];
+        let bytes = [0x11u8; 3 * 34 + 5];
         let mut out = vec![f32::NAN; 2 * 32 + 7];
         dequantize(DType::Q8_0, &bytes[1..], &mut out);
         assert!(out[..64].iter().all(|x| x.is_finite()));

@@ -90,7 +90,7 @@ impl DType {
     /// Bytes needed for `n` elements, or None if `n` is not a whole number of blocks.
     pub fn bytes_for(self, n: usize) -> Option<usize> {
         let (be, bb) = self.block();
-        if n % be != 0 {
+        if !n.is_multiple_of(be) {
             return None;
         }
         (n / be).checked_mul(bb)

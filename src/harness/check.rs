@@ -323,7 +323,7 @@ impl StageCtx<'_> {
         // The noise floor, aligned by id like the subject: only rows where the low
         // reference picked the same experts have one.
         let low_pair = match self.low {
-            Some(l) if l.has(&ids_name) && l.has(&self.name) => Some((l.load(&ids_name)?, l.load(&self.name)?)),
+            Some(l) if l.has(&ids_name) && l.has(self.name) => Some((l.load(&ids_name)?, l.load(self.name)?)),
             _ => None,
         };
         let (Some(sw), Some(rw)) = (Rows::of(s), Rows::of(r)) else {

@@ -158,7 +158,7 @@ fn finish(l: &[f32], wtail: &[f32], xtail: &[f32]) -> f32 {
 /// `lanes` (element (j, i) at `(j·t + i)·8`).
 #[allow(clippy::too_many_arguments)]
 fn tile(rr: usize, cc: usize, w: &[f32], wk: usize, x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
-    assert!(rr <= if cc == 1 { R1 } else { R } && cc <= C && kl % 8 == 0);
+    assert!(rr <= if cc == 1 { R1 } else { R } && cc <= C && kl.is_multiple_of(8));
     assert!(w.len() >= (rr - 1) * wk + kl && x.len() >= (cc - 1) * k + kl && lanes.len() >= ((rr - 1) * t + cc) * 8);
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
     // SAFETY: AVX2 and FMA are enabled for this build; the bounds asserted above

@@ -80,7 +80,7 @@ pub fn quantize(w: DType, xs: &[f32], k: usize) -> Option<QActs> {
         DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K => QK_K,
         _ => return None,
     };
-    if k == 0 || k % block != 0 {
+    if k == 0 || !k.is_multiple_of(block) {
         return None;
     }
     let n = xs.len() / k;

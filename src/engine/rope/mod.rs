@@ -62,7 +62,7 @@ impl Rope {
 
     pub fn with_style(cfg: &RopeConfig, head_dim: usize, style: FreqStyle) -> Result<Rope> {
         let rd = cfg.rotary_dim.value;
-        if rd == 0 || rd > head_dim || rd % 2 != 0 {
+        if rd == 0 || rd > head_dim || !rd.is_multiple_of(2) {
             return Err(Error::mismatch(format!("rotary_dim {rd} must be even and within head_dim {head_dim}")));
         }
         let layout = cfg.partial_layout.value;
@@ -138,7 +138,7 @@ impl Rope {
                 1
             } else if sector % 3 == 2 && sector < 3 * s[2] {
                 2
-            } else if self.style == FreqStyle::Transformers || (sector % 3 == 0 && sector < 3 * s[0]) {
+            } else if self.style == FreqStyle::Transformers || (sector.is_multiple_of(3) && sector < 3 * s[0]) {
                 0
             } else {
                 3

@@ -253,7 +253,7 @@ impl Pieces for K4<'_> {
         unsafe {
             let x = _mm256_loadu_si256(self.qs.as_ptr().add(32 * (c / 2)) as *const __m256i);
             let nibble = _mm256_set1_epi8(0x0F);
-            let mut q = if c % 2 == 0 { _mm256_and_si256(x, nibble) } else { _mm256_and_si256(_mm256_srli_epi16(x, 4), nibble) };
+            let mut q = if c.is_multiple_of(2) { _mm256_and_si256(x, nibble) } else { _mm256_and_si256(_mm256_srli_epi16(x, 4), nibble) };
             if let Some(qh) = self.qh {
                 let bit = _mm256_set1_epi8(1 << c);
                 let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
