@@ -164,8 +164,13 @@ fn synthetic(dtype: crate::formats::tensor::DType, rows: usize, k: usize) -> Vec
 pub fn kernels(rows: usize, k: usize, t: usize, only: &[String]) -> Result<Vec<KernelResult>> {
     use crate::engine::ops::Linear;
     use crate::formats::tensor::{Backing, DType, Tensor};
+    const TYPES: [DType; 7] = [DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K];
+    if let Some(bad) = only.iter().find(|o| !TYPES.iter().any(|t| o.eq_ignore_ascii_case(t.name()))) {
+        let names: Vec<&str> = TYPES.iter().map(|t| t.name()).collect();
+        return Err(crate::error::Error::mismatch(format!("--types {bad}: not a type with a kernel here; one of {}", names.join(", "))));
+    }
     let mut out = Vec::new();
-    for dtype in [DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K] {
+    for dtype in TYPES {
         if !only.is_empty() && !only.iter().any(|o| o.eq_ignore_ascii_case(dtype.name())) {
             continue;
         }
@@ -192,4 +197,18 @@ pub fn kernels(rows: usize, k: usize, t: usize, only: &[String]) -> Result<Vec<K
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_timing_names_an_unknown_type_and_times_a_known_one() {
+        let err = kernels(16, 256, 2, &["q9_z".to_string()]).unwrap_err().to_string();
+        assert!(err.contains("q9_z") && err.contains("q4_k"), "{err}");
+        let r = kernels(16, 256, 2, &["Q4_K".to_string()]).unwrap();
+        assert_eq!(r.iter().map(|k| (k.dtype.as_str(), k.t)).collect::<Vec<_>>(), [("Q4_K", 1), ("Q4_K", 2)]);
+        assert!(r.iter().all(|k| k.gflop_s > 0.0));
+    }
 }
