@@ -237,7 +237,9 @@ impl Model {
         emit(sink, "embed", &[d], &x);
 
         for (i, l) in self.layers.iter().enumerate() {
-            let name = |s: &str| format!("L{i}.{s}");
+            // Stage names are built only for a sink that may want them.
+            let active = sink.active();
+            let name = |s: &str| if active { format!("L{i}.{s}") } else { String::new() };
             // 2. Attention block.
             let h = ops::rms_norm(&x, &l.attn_norm, d, eps, place, off);
             emit(sink, &name("attn_norm"), &[d], &h);
@@ -429,7 +431,8 @@ pub(crate) fn moe_forward(m: &Moe, x: &[f32], d: usize, layer: usize, sink: &mut
             wts[r * m.top_k + k] = top[k];
         }
     }
-    let name = |s: &str| format!("L{layer}.{s}");
+    let active = sink.active();
+    let name = |s: &str| if active { format!("L{layer}.{s}") } else { String::new() };
     if sink.wants(&name("router_logits")) {
         sink.record(&name("router_logits"), &[e], &logits);
     }

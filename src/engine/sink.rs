@@ -10,6 +10,11 @@ pub trait Sink {
     /// `data` holds `rows × prod(tail)` values.
     fn record(&mut self, name: &str, tail: &[usize], data: &[f32]);
     fn record_ids(&mut self, name: &str, tail: &[usize], data: &[i32]);
+    /// False when nothing will ever be wanted, so the engine can skip even
+    /// building stage names.
+    fn active(&self) -> bool {
+        true
+    }
 }
 
 /// Tracing off: nothing is kept, nothing copied.
@@ -21,6 +26,9 @@ impl Sink for NoSink {
     }
     fn record(&mut self, _: &str, _: &[usize], _: &[f32]) {}
     fn record_ids(&mut self, _: &str, _: &[usize], _: &[i32]) {}
+    fn active(&self) -> bool {
+        false
+    }
 }
 
 /// A recorded stage: rows appended call after call.
