@@ -118,7 +118,8 @@ enum Command {
         #[arg(long, required_unless_present = "kernels")]
         model: Option<PathBuf>,
         /// Instead of a model: time the matrix kernels on synthetic weights of
-        /// every stored type (a 3072 x 1024 matrix, 1 and PROMPT activation rows)
+        /// every stored type (a 3072 x 1024 matrix, 1 and PROMPT activation rows),
+        /// in exact numerics and, for quantised types, llama.cpp's
         #[arg(long)]
         kernels: bool,
         /// With --kernels: only these stored types (e.g. q4_k,f16)

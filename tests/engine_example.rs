@@ -125,3 +125,28 @@ fn last_row_logits_equal_the_last_row_of_all_logits() {
     let tail: Vec<u32> = all[all.len() - last.len()..].iter().map(|x| x.to_bits()).collect();
     assert_eq!(last.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), tail, "the head is batch-invariant");
 }
+
+#[test]
+fn decode_weight_bytes_count_every_matrix_once_and_experts_by_their_share() {
+    // Expected from the checkpoint itself: every 2-D layer weight, the experts
+    // scaled by top_k / n_experts (2 of 8 here), the head, one embedding row.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/qwen3moe-tiny");
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (mut dense, mut experts, mut head, mut embed_row) = (0f64, 0f64, 0f64, 0f64);
+    for (name, t) in st.tensors() {
+        let n = t.data().len() as f64;
+        if name.contains(".mlp.experts.") {
+            experts += n;
+        } else if name.starts_with("model.layers.") && t.shape().len() == 2 {
+            dense += n;
+        } else if name == "lm_head.weight" {
+            head = n;
+        } else if name == "model.embed_tokens.weight" {
+            embed_row = n / t.shape()[0] as f64;
+        }
+    }
+    let (m, _) = engine::load(&dir, &RunOptions::default()).unwrap();
+    let want = dense + experts * 2.0 / 8.0 + head + embed_row;
+    assert_eq!(m.weight_bytes_per_token(), want);
+}

@@ -137,6 +137,8 @@ pub fn bench(model: &Path, opts: &RunOptions, prompt: usize, generate: usize, re
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelResult {
     pub dtype: String,
+    /// `exact` (f32 activations) or `llamacpp` (activations quantised, integer dot products).
+    pub numerics: &'static str,
     /// Weight rows × row length.
     pub shape: [usize; 2],
     /// Activation rows.
@@ -177,23 +179,27 @@ pub fn kernels(rows: usize, k: usize, t: usize, only: &[String]) -> Result<Vec<K
         let raw = synthetic(dtype, rows, k);
         let bytes = raw.len();
         let w = Tensor::new(format!("synthetic {dtype}"), dtype, vec![rows, k], Backing::Owned(std::sync::Arc::new(raw)), 0..bytes)?;
-        let lin = Linear { w, bias: None, round_input: false };
-        for tt in [1, t] {
-            let x: Vec<f32> = (0..tt * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-            let reps = if tt == 1 { 400 } else { 12 };
-            std::hint::black_box(lin.forward(&x));
-            let t0 = Instant::now();
-            for _ in 0..reps {
+        // Exact numerics, and llama.cpp's (integer kernels) where the type is quantised.
+        for round_input in [false, true].into_iter().take(if dtype.is_quantized() { 2 } else { 1 }) {
+            let lin = Linear { w: w.clone(), bias: None, round_input };
+            for tt in [1, t] {
+                let x: Vec<f32> = (0..tt * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+                let reps = if tt == 1 { 400 } else { 12 };
                 std::hint::black_box(lin.forward(&x));
+                let t0 = Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(lin.forward(&x));
+                }
+                let s = t0.elapsed().as_secs_f64() / reps as f64;
+                out.push(KernelResult {
+                    dtype: format!("{dtype:?}"),
+                    numerics: if round_input { "llamacpp" } else { "exact" },
+                    shape: [rows, k],
+                    t: tt,
+                    weight_gb_s: bytes as f64 / s / 1e9,
+                    gflop_s: (rows * k * tt) as f64 / s / 1e9,
+                });
             }
-            let s = t0.elapsed().as_secs_f64() / reps as f64;
-            out.push(KernelResult {
-                dtype: format!("{dtype:?}"),
-                shape: [rows, k],
-                t: tt,
-                weight_gb_s: bytes as f64 / s / 1e9,
-                gflop_s: (rows * k * tt) as f64 / s / 1e9,
-            });
         }
     }
     Ok(out)
@@ -208,7 +214,8 @@ mod tests {
         let err = kernels(16, 256, 2, &["q9_z".to_string()]).unwrap_err().to_string();
         assert!(err.contains("q9_z") && err.contains("q4_k"), "{err}");
         let r = kernels(16, 256, 2, &["Q4_K".to_string()]).unwrap();
-        assert_eq!(r.iter().map(|k| (k.dtype.as_str(), k.t)).collect::<Vec<_>>(), [("Q4_K", 1), ("Q4_K", 2)]);
+        let got: Vec<_> = r.iter().map(|k| (k.dtype.as_str(), k.numerics, k.t)).collect();
+        assert_eq!(got, [("Q4_K", "exact", 1), ("Q4_K", "exact", 2), ("Q4_K", "llamacpp", 1), ("Q4_K", "llamacpp", 2)]);
         assert!(r.iter().all(|k| k.gflop_s > 0.0));
     }
 }

@@ -245,8 +245,9 @@ impl Linear {
         yt.par_chunks_mut(gemm::NR * t).enumerate().for_each_init(gemm::Scratch::default, |scratch, (c, chunk)| {
             let first = c * gemm::NR;
             let rows: Vec<&[u8]> = (first..first + chunk.len() / t).map(|r| self.w.row_bytes(r)).collect();
-            let next: Vec<&[u8]> = (first + gemm::NR..(first + 2 * gemm::NR).min(n_out)).map(|r| self.w.row_bytes(r)).collect();
-            gemm::rows_times_acts(dtype, &rows, x, n_in, chunk, scratch, &next);
+            // The row after this chunk: the first one the kernel prefetches past its own.
+            let next = (first + gemm::NR < n_out).then(|| self.w.row_bytes(first + gemm::NR));
+            gemm::rows_times_acts(dtype, &rows, x, n_in, chunk, scratch, next.as_slice());
         });
         self.finish(yt, t)
     }

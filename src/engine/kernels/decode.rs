@@ -125,29 +125,30 @@ fn half(b: &[u8], at: usize) -> f32 {
 /// ggml's `get_scale_min_k4`, then `d * sc` and `dmin * m` rounded once each.
 #[inline(always)]
 fn k4_scales(s: &[u8], d: f32, dmin: f32) -> ([f32; 8], [f32; 8]) {
-    let (mut ds, mut ms) = ([0f32; 8], [0f32; 8]);
-    for j in 0..8 {
-        let (sc, m) = if j < 4 { (s[j] & 63, s[j + 4] & 63) } else { ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4)) };
-        ds[j] = d * sc as f32;
-        ms[j] = dmin * m as f32;
-    }
-    (ds, ms)
+    let Ok(s) = <&[u8; 12]>::try_from(s) else { return ([0.0; 8], [0.0; 8]) };
+    let sm: [(u8, u8); 8] = std::array::from_fn(|j| quants::scale_min_k4(j, s));
+    (sm.map(|(sc, _)| d * sc as f32), sm.map(|(_, m)| dmin * m as f32))
 }
 
-/// The 8 six-bit scales and 8 six-bit mins of a q4_K/q5_K block, one per
-/// byte (scale j in byte j of the first word), unpacked with word
-/// arithmetic; `get_scale_min_k4` element by element gives the same.
+/// The `[sc0..sc7, m0..m7]` of a Q4_K/Q5_K block from its first 16 bytes
+/// (`d`, `dmin`, the 12 packed scale bytes as words a, b, c): what
+/// `scale_min_k4` reads, four bytes at a time (ggml's `utmp` shuffle).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
 #[inline(always)]
-fn k4_unpack(s: &[u8]) -> (u64, u64) {
-    let w = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
-    let (a, b, c) = (w(0), w(1), w(2));
-    let (six, four, two) = (0x3f3f_3f3fu32, 0x0f0f_0f0fu32, 0x0303_0303u32);
-    // Scales 0..4: low 6 bits of bytes 0..4; 4..8: low nibbles of bytes 8..12
-    // with the top 2 bits of bytes 0..4 above them. Mins likewise from bytes
-    // 4..8 and the high nibbles of 8..12.
-    let sc = (a & six) as u64 | (((c & four) | (((a >> 6) & two) << 4)) as u64) << 32;
-    let mn = (b & six) as u64 | ((((c >> 4) & four) | (((b >> 6) & two) << 4)) as u64) << 32;
-    (sc, mn)
+pub(crate) fn k4_scales_mins(head: &[u8; 16]) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::*;
+    const LOW6: i32 = 0x3F3F_3F3F;
+    const LOW4: i32 = 0x0F0F_0F0F;
+    // Sub-blocks 4..7 take their top two bits from the top bits of a (scales) and b (mins).
+    const TOP2_AT_4: i32 = 0x3030_3030;
+    // SAFETY: AVX2 is enabled for this build; head holds 16 bytes.
+    unsafe {
+        let v = _mm_loadu_si128(head.as_ptr() as *const __m128i);
+        // [a, c, b, c] with the last c's high nibbles moved down, and [a, a, b, b].
+        let low = _mm_srlv_epi32(_mm_shuffle_epi32(v, 0b11_10_11_01), _mm_set_epi32(4, 0, 0, 0));
+        let top = _mm_srli_epi32(_mm_shuffle_epi32(v, 0b10_10_01_01), 2);
+        _mm_or_si128(_mm_and_si128(low, _mm_set_epi32(LOW4, LOW6, LOW4, LOW6)), _mm_and_si128(top, _mm_set_epi32(TOP2_AT_4, 0, TOP2_AT_4, 0)))
+    }
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c"))]
@@ -280,7 +281,7 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{half, k4_unpack, q6_scales};
+    use super::{half, k4_scales_mins, q6_scales};
 
     // Macros rather than helper functions: the code must be compiled inside
     // the `target_feature` functions below to get AVX-512 instructions.
@@ -341,8 +342,8 @@ mod avx512 {
         for (b, y) in bytes.chunks_exact(size).zip(out.chunks_exact_mut(256)) {
             // The 8 scales and 8 mins as f32 (`d · sc`, `dmin · m`), one
             // rounding each, in one vector: scales in lanes 0..8, mins in 8..16.
-            let (sc, mn) = k4_unpack(&b[4..16]);
-            let both = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_set_epi64x(mn as i64, sc as i64)));
+            let head: &[u8; 16] = b[..16].try_into().unwrap_or(&[0; 16]);
+            let both = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(k4_scales_mins(head)));
             let dm = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(half(b, 0)), _mm512_set1_ps(half(b, 2)));
             let sm = _mm512_mul_ps(both, dm);
             let qs = b.as_ptr().add(if fifth { 48 } else { 16 });
@@ -451,15 +452,20 @@ mod tests {
         }
     }
 
+    /// The word shuffle reads the same scales and mins as `scale_min_k4`.
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
     #[test]
-    fn packed_scales_unpack_as_ggml_reads_them_one_by_one() {
-        let raw = blocks(DType::Q4_K, 64, 5);
+    fn k4_scales_mins_match_scale_min_k4() {
+        use std::arch::x86_64::*;
+        let raw = blocks(DType::Q4_K, 1000, 5);
         for b in raw.chunks(144) {
-            let (sc, mn) = k4_unpack(&b[4..16]);
-            let s: &[u8; 12] = b[4..16].try_into().unwrap();
+            let head: &[u8; 16] = b[..16].try_into().unwrap();
+            let mut got = [0u8; 16];
+            // SAFETY: AVX2 is enabled for this build; got holds 16 bytes.
+            unsafe { _mm_storeu_si128(got.as_mut_ptr() as *mut __m128i, k4_scales_mins(head)) };
+            let scales: &[u8; 12] = head[4..].try_into().unwrap();
             for j in 0..8 {
-                let (want_s, want_m) = if j < 4 { (s[j] & 63, s[j + 4] & 63) } else { ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4)) };
-                assert_eq!(((sc >> (8 * j)) as u8, (mn >> (8 * j)) as u8), (want_s, want_m), "sub-block {j}");
+                assert_eq!((got[j], got[8 + j]), quants::scale_min_k4(j, scales), "sub-block {j} of {scales:?}");
             }
         }
     }

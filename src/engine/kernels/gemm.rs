@@ -44,9 +44,9 @@ pub struct Scratch {
 
 /// `yt[j·t + i] = Σ_k w_j[k] · xs[i·k_len + k]` for up to `NR` weight rows given
 /// as stored bytes of `dtype` (each holding `k` elements) and `t = xs.len() / k`
-/// activation rows; `yt` is `[rows.len(), t]`. `next` are the rows this
-/// thread will probably take next: their first bytes are prefetched while the
-/// last slice of these is multiplied (results never depend on it).
+/// activation rows; `yt` is `[rows.len(), t]`. `next` starts with the row
+/// this thread will probably take next (the first after these, or none): it is
+/// prefetched while the last of these is decoded (results never depend on it).
 #[allow(clippy::too_many_arguments)]
 pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &mut [f32], s: &mut Scratch, next: &[&[u8]]) {
     let (n, t) = (rows.len().min(NR), xs.len() / k.max(1));

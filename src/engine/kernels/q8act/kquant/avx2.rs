@@ -10,6 +10,7 @@ use std::arch::x86_64::*;
 use super::super::q32::sum_each;
 use super::super::{accumulate, blocks_of, lane_tree, QActs, BSUM};
 use super::Q6_K_OFFSET;
+use crate::engine::kernels::decode::k4_scales_mins;
 use crate::formats::quants::{f32_of, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::tensor::DType;
 
@@ -194,25 +195,6 @@ fn dpwssd(acc: __m256i, pairs: __m256i, scales: __m256i) -> __m256i {
     _mm256_dpwssd_epi32(acc, pairs, scales)
 }
 
-/// The `[sc0..sc7, m0..m7]` of a Q4_K/Q5_K block from its first 16 bytes
-/// (`d`, `dmin`, the 12 packed scale bytes as words a, b, c): what
-/// `scale_min_k4` reads, four bytes at a time (ggml's `utmp` shuffle).
-#[inline(always)]
-fn k4_scales_mins(head: &[u8; 16]) -> __m128i {
-    const LOW6: i32 = 0x3F3F_3F3F;
-    const LOW4: i32 = 0x0F0F_0F0F;
-    // Sub-blocks 4..7 take their top two bits from the top bits of a (scales) and b (mins).
-    const TOP2_AT_4: i32 = 0x3030_3030;
-    // SAFETY: AVX2 is enabled for this build; head holds 16 bytes.
-    unsafe {
-        let v = _mm_loadu_si128(head.as_ptr() as *const __m128i);
-        // [a, c, b, c] with the last c's high nibbles moved down, and [a, a, b, b].
-        let low = _mm_srlv_epi32(_mm_shuffle_epi32(v, 0b11_10_11_01), _mm_set_epi32(4, 0, 0, 0));
-        let top = _mm_srli_epi32(_mm_shuffle_epi32(v, 0b10_10_01_01), 2);
-        _mm_or_si128(_mm_and_si128(low, _mm_set_epi32(LOW4, LOW6, LOW4, LOW6)), _mm_and_si128(top, _mm_set_epi32(TOP2_AT_4, 0, TOP2_AT_4, 0)))
-    }
-}
-
 /// A Q4_K block, or a Q5_K block with its fifth bits `qh`.
 struct K4<'a> {
     qs: &'a [u8; QK_K / 2],
@@ -338,30 +320,5 @@ impl Pieces for Q6K<'_> {
     #[inline(always)]
     fn dmin(&self) -> Option<f32> {
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::formats::quants::{scale_min_k4, K_SCALE_SIZE};
-
-    /// The word shuffle reads the same scales and mins as `scale_min_k4`.
-    #[test]
-    fn k4_scales_mins_match_scale_min_k4() {
-        let mut s = 0x9E37_79B9_7F4A_7C15u64;
-        for _ in 0..1000 {
-            let head: [u8; 16] = std::array::from_fn(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (s >> 56) as u8
-            });
-            let mut got = [0u8; 16];
-            // SAFETY: AVX2 is enabled for this build; got holds 16 bytes.
-            unsafe { _mm_storeu_si128(got.as_mut_ptr() as *mut __m128i, k4_scales_mins(&head)) };
-            let scales: &[u8; K_SCALE_SIZE] = head[4..].try_into().unwrap();
-            for j in 0..8 {
-                assert_eq!((got[j], got[8 + j]), scale_min_k4(j, scales), "sub-block {j} of {scales:?}");
-            }
-        }
     }
 }
