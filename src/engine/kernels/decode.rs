@@ -62,7 +62,10 @@ fn decode_with(dtype: DType, bytes: &[u8], out: &mut [f32], avx512: bool) {
         }
     }
     #[cfg(not(all(target_feature = "avx2", target_feature = "f16c")))]
-    quants::dequantize(dtype, bytes, out)
+    {
+        let _ = avx512;
+        quants::dequantize(dtype, bytes, out)
+    }
 }
 
 /// Whether this CPU has AVX-512 F and BW, asked once. `PARITY_NO_AVX512=1`
@@ -110,6 +113,7 @@ pub fn synthetic_blocks(dtype: DType, n: usize, seed: u64, edge_scales: bool) ->
     raw
 }
 
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c"))]
 /// `d · sc` for the 16 signed scales of a q6_K block, one rounding each.
 #[inline(always)]
 fn q6_scales(b: &[u8]) -> [f32; 16] {
@@ -117,11 +121,13 @@ fn q6_scales(b: &[u8]) -> [f32; 16] {
     std::array::from_fn(|i| d * (b[192 + i] as i8) as f32)
 }
 
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c"))]
 #[inline(always)]
 fn half(b: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c"))]
 /// ggml's `get_scale_min_k4`, then `d * sc` and `dmin * m` rounded once each.
 #[inline(always)]
 fn k4_scales(s: &[u8], d: f32, dmin: f32) -> ([f32; 8], [f32; 8]) {
@@ -277,7 +283,8 @@ mod avx2 {
 /// up in a table of the sub-block's possible values (`d · q - m` for every
 /// `q`, computed with the same two roundings as the plain decoder), so each
 /// value costs one permute instead of a conversion, a product and a difference.
-#[cfg(target_arch = "x86_64")]
+/// Built where the AVX2 decoders are (it shares their helpers); chosen at run time.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c"))]
 mod avx512 {
     use std::arch::x86_64::*;
 

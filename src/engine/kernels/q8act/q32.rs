@@ -39,10 +39,12 @@ pub(super) fn dot_rows_ref(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]
 
 /// Activation rows that share each weight block while it is in registers
 /// (the rest go one at a time).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 const TILE: usize = 8;
 
 /// ggml-common.h's Q8_0 integers with this added are unsigned bytes
 /// (`dpbusd` wants its first operand unsigned).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 const Q8_0_BIAS: i32 = 128;
 
 /// The AVX2 kernel (VNNI: `dpbusd` for `maddubs` + `madd`). Each group of
