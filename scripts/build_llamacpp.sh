@@ -26,8 +26,14 @@ fi
 [ -d llama_cpp_python-0.3.36 ] || tar xzf llama_cpp_python-0.3.36.tar.gz
 TREE="$DIR/llama_cpp_python-0.3.36/vendor/llama.cpp"
 cd "$TREE"
-[ -f build/CMakeCache.txt ] || cmake -B build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
+# Native build (AVX-512, VNNI where the CPU has them) but without AMX: on this
+# project's virtual machines with AMX-capable Xeons (2026-12-01), the CPU
+# advertises AMX and the kernel grants it, yet ggml's AMX matmul dies with
+# SIGILL at its first `tilezero`. parity has no AMX kernels either.
+NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+cmake -B build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
+    -DCMAKE_C_FLAGS="$NO_AMX" -DCMAKE_CXX_FLAGS="$NO_AMX" >/dev/null
 cmake --build build -j"${JOBS:-2}" --target llama llama-quantize llama-bench llama-eval-callback >/dev/null
 g++ -O2 -std=c++17 "$HERE/dump_llamacpp.cpp" -I include -I ggml/include \
     -L build/bin -lllama -lggml -lggml-base -Wl,-rpath,"$TREE/build/bin" \

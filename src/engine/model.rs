@@ -22,8 +22,7 @@ pub(crate) struct Mlp {
 impl Mlp {
     /// SwiGLU: `down(silu(gate(x)) * up(x))`, x `[T, d]`.
     pub(crate) fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let g = self.gate.forward(x);
-        let u = self.up.forward(x);
+        let [g, u] = Linear::forward_all([&self.gate, &self.up], x);
         let h: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| ops::silu(g) * u).collect();
         self.down.forward(&h)
     }
@@ -243,9 +242,8 @@ impl Model {
             // 2. Attention block.
             let h = ops::rms_norm(&x, &l.attn_norm, d, eps, place, off);
             emit(sink, &name("attn_norm"), &[d], &h);
-            let mut q = l.q.forward(&h); // [T, H, hd]
-            let mut k = l.k.forward(&h); // [T, H_kv, hd]
-            let v = l.v.forward(&h); // [T, H_kv, hd]
+            // q [T, H, hd], k and v [T, H_kv, hd]
+            let [mut q, mut k, v] = Linear::forward_all([&l.q, &l.k, &l.v], &h);
             emit(sink, &name("q"), &[nh, hd], &q);
             emit(sink, &name("k"), &[nkv, hd], &k);
             emit(sink, &name("v"), &[nkv, hd], &v);

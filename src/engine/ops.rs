@@ -216,40 +216,69 @@ impl Linear {
     /// stored type by `engine::kernels`, each row once for all input rows;
     /// rows are spread over threads.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let [y] = Linear::forward_all([self], x);
+        y
+    }
+
+    /// Several layers over the same input `x` (`[T, in]`, every layer's
+    /// `in_dim`), as one parallel loop over all their weight rows: one
+    /// dispatch to the threads instead of one per layer (a decode step is
+    /// made of short matmuls, where the hand-over is a visible share), and
+    /// the input rounded or quantised once per weight type. Each result is
+    /// bit for bit what `forward` gives.
+    pub fn forward_all<const N: usize>(ls: [&Linear; N], x: &[f32]) -> [Vec<f32>; N] {
         use crate::engine::kernels::{gemm, q8act};
-        let (n_in, n_out, dtype) = (self.in_dim(), self.out_dim(), self.w.dtype);
+        // Weight rows per task, for both kernel families.
+        const ROWS: usize = gemm::NR;
+        let n_in = ls.first().map_or(1, |l| l.in_dim()).max(1);
+        assert!(ls.iter().all(|l| l.in_dim() == n_in), "layers run together share their input width");
         let t = x.len() / n_in;
-        let acts = if self.round_input { q8act::quantize(dtype, x, n_in) } else { None };
-        // [out, T] first so each thread writes one contiguous chunk, then transpose.
-        let mut yt = vec![0f32; n_out * t];
-        if let Some(acts) = &acts {
-            // llama.cpp's numerics: integer block dot products, a weight row at a time.
-            const ROWS: usize = 16;
-            yt.par_chunks_mut(ROWS * t).enumerate().for_each(|(c, chunk)| {
-                let ws: [&[u8]; ROWS] = std::array::from_fn(|j| self.w.row_bytes((c * ROWS + j).min(n_out - 1)));
-                q8act::dot_rows(dtype, &ws[..chunk.len() / t], acts, chunk);
+        // The input each layer's kernel reads, made once per weight type.
+        let mut inputs: Vec<(DType, Option<q8act::QActs>, Option<Vec<f32>>)> = Vec::new();
+        let mut which = [0usize; N];
+        for (w, l) in which.iter_mut().zip(&ls) {
+            let key = if l.round_input { l.w.dtype } else { DType::F32 };
+            *w = inputs.iter().position(|(d, ..)| *d == key).unwrap_or_else(|| {
+                let acts = if l.round_input { q8act::quantize(key, x, n_in) } else { None };
+                let rounded = (l.round_input && acts.is_none()).then(|| {
+                    // llama.cpp's numerics for weights without an integer path (f16, bf16).
+                    let mut r = x.to_vec();
+                    r.chunks_mut(n_in).for_each(|row| round_activations(row, key));
+                    r
+                });
+                inputs.push((key, acts, rounded));
+                inputs.len() - 1
             });
-            return self.finish(yt, t);
         }
-        let rounded;
-        let x = if self.round_input {
-            // llama.cpp's numerics for weights without an integer path (f16, bf16).
-            let mut r = x.to_vec();
-            r.chunks_mut(n_in).for_each(|row| round_activations(row, dtype));
-            rounded = r;
-            &rounded[..]
-        } else {
-            x
-        };
-        // Exact numerics: a few weight rows decoded at a time, every input row through them.
-        yt.par_chunks_mut(gemm::NR * t).enumerate().for_each_init(gemm::Scratch::default, |scratch, (c, chunk)| {
-            let first = c * gemm::NR;
-            let rows: Vec<&[u8]> = (first..first + chunk.len() / t).map(|r| self.w.row_bytes(r)).collect();
-            // The row after this chunk: the first one the kernel prefetches past its own.
-            let next = (first + gemm::NR < n_out).then(|| self.w.row_bytes(first + gemm::NR));
-            gemm::rows_times_acts(dtype, &rows, x, n_in, chunk, scratch, next.as_slice());
+        // [out, T] first so each task writes one contiguous chunk, then transposed.
+        let mut yts: [Vec<f32>; N] = std::array::from_fn(|i| vec![0f32; ls[i].out_dim() * t]);
+        let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+        for (li, yt) in yts.iter_mut().enumerate() {
+            tasks.extend(yt.chunks_mut(ROWS * t.max(1)).enumerate().map(|(c, chunk)| (li, c * ROWS, chunk)));
+        }
+        tasks.into_par_iter().for_each_init(gemm::Scratch::default, |scratch, (li, first, chunk)| {
+            let (l, (_, acts, rounded)) = (ls[li], &inputs[which[li]]);
+            let (dtype, n_out) = (l.w.dtype, l.out_dim());
+            let n = chunk.len() / t.max(1);
+            let ws: [&[u8]; ROWS] = std::array::from_fn(|j| l.w.row_bytes((first + j).min(n_out - 1)));
+            match acts {
+                // llama.cpp's numerics: integer block dot products.
+                Some(acts) => q8act::dot_rows(dtype, &ws[..n], acts, chunk),
+                // Exact numerics: the rows decoded, every input row through them.
+                None => {
+                    let xs = rounded.as_deref().unwrap_or(x);
+                    // The row after this chunk: the first one the kernel prefetches past its own.
+                    let next = (first + ROWS < n_out).then(|| l.w.row_bytes(first + ROWS));
+                    gemm::rows_times_acts(dtype, &ws[..n], xs, n_in, chunk, scratch, next.as_slice());
+                }
+            }
         });
-        self.finish(yt, t)
+        let mut i = 0;
+        yts.map(|yt| {
+            let y = ls[i].finish(yt, t);
+            i += 1;
+            y
+        })
     }
 
     /// `[out, T]` → `[T, out]`, plus the bias.
@@ -294,6 +323,32 @@ mod tests {
         for n in [0, 1, 7, 8, 9, 31, 32, 33, 40, 64, 100, 1027, 4096] {
             let (a, b) = (v(1, n), v(2, n));
             assert_eq!(dot(&a, &b).to_bits(), dot_ref(&a, &b).to_bits(), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn layers_run_together_give_what_each_gives_alone() {
+        use crate::engine::kernels::decode::synthetic_blocks;
+        use crate::formats::tensor::Backing;
+        let k = 512;
+        let layer = |dtype: DType, rows: usize, seed: u64, round_input: bool| {
+            let raw = synthetic_blocks(dtype, rows * k / dtype.block().0, seed, false);
+            let n = raw.len();
+            let w = Tensor::new(format!("w{seed}"), dtype, vec![rows, k], Backing::Owned(std::sync::Arc::new(raw)), 0..n).unwrap();
+            Linear { w, bias: None, round_input }
+        };
+        for round_input in [false, true] {
+            // Q4_K and Q6_K share one quantised input, F16 gets its own rounded one; odd row counts.
+            let ls = [layer(DType::Q4_K, 37, 1, round_input), layer(DType::Q6_K, 16, 2, round_input), layer(DType::F16, 5, 3, round_input)];
+            for t in [1, 5] {
+                let x: Vec<f32> = (0..t * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+                let together = Linear::forward_all([&ls[0], &ls[1], &ls[2]], &x);
+                for (l, y) in ls.iter().zip(&together) {
+                    let alone = l.forward(&x);
+                    assert_eq!(y.len(), l.out_dim() * t);
+                    assert!(y.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{} round_input={round_input} t={t}", l.w.dtype);
+                }
+            }
         }
     }
 
