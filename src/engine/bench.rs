@@ -106,7 +106,7 @@ pub fn bench(model: &Path, opts: &RunOptions, prompt: usize, generate: usize, re
                     if rss_untraced.is_nan() {
                         rss_untraced = peak_rss_mib();
                     }
-                    run(&mut Recorder::new(|_: &str| true), LogitRows::All)?
+                    run(&mut Recorder::new(|_: &str| true).expecting_rows(prompt + generate), LogitRows::All)?
                 }
             };
             *b = (b.0.min(pp), b.1.min(tg));

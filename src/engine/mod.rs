@@ -71,8 +71,8 @@ pub fn load(model: &Path, opts: &RunOptions) -> Result<(Model, ModelSource)> {
 /// returns the trace in memory. No numeric setting is copied from `like`.
 pub fn trace_like(model: &Path, like: &Trace, opts: &RunOptions) -> Result<Trace> {
     let (m, src) = load(model, opts)?;
-    let mut rec = sink::Recorder::new(|n: &str| opts.stages.as_ref().is_none_or(|f| f(n)));
     let lm = &like.manifest;
+    let mut rec = sink::Recorder::new(|n: &str| opts.stages.as_ref().is_none_or(|f| f(n))).expecting_rows(lm.tokens.len());
     let tokens: Vec<u32> = lm
         .tokens
         .iter()
