@@ -172,6 +172,11 @@ unsafe fn dot_rows_vnni(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32
 fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32]) {
     // Plain loops: closures here would not be inlined with the VNNI features.
     let n = out.len() / ws.len();
+    if VNNI && kquant::rows8::takes(dtype, n) {
+        // SAFETY: VNNI is only true where the caller checked the CPU and enabled the features.
+        unsafe { kquant::rows8::dot_rows(dtype, ws, acts, out) };
+        return;
+    }
     for (w, o) in ws.iter().zip(out.chunks_exact_mut(n)) {
         match dtype {
             DType::Q8_0 | DType::Q4_0 => q32::dot_rows::<VNNI>(dtype, w, acts, o),

@@ -4,7 +4,9 @@
 //! The fast kernel ([`avx2`]) unpacks each weight block in registers as
 //! unsigned integers, each i16 pair's scale and a multiplier for each of the
 //! activation's 16 sums. Q6_K's offset of 32 rides on the activation sums:
-//! `Σ sc·(q-32)·y = Σ sc·q·y − Σ_i 32·sc_i·bsum_i`, all in integers.
+//! `Σ sc·(q-32)·y = Σ sc·q·y − Σ_i 32·sc_i·bsum_i`, all in integers. With
+//! AVX-512 VNNI and four or more activation rows (prefill), [`rows8`] takes
+//! over: eight weight rows unpacked side by side, one per lane.
 
 use super::{accumulate, blocks_of, lane_tree, QActs};
 use crate::formats::quants::{f32_of, scale_min_k4, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
@@ -12,6 +14,8 @@ use crate::formats::tensor::DType;
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 mod avx2;
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+pub(super) mod rows8;
 
 /// ggml-common.h: a Q6_K value is its six bits minus 32.
 const Q6_K_OFFSET: i32 = 32;
@@ -85,3 +89,5 @@ pub(super) fn dot_rows_ref(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 pub(super) use avx2::dot_rows;
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+use avx2::pieces8;

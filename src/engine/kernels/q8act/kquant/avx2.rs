@@ -195,6 +195,34 @@ fn dpwssd(acc: __m256i, pairs: __m256i, scales: __m256i) -> __m256i {
     _mm256_dpwssd_epi32(acc, pairs, scales)
 }
 
+/// Block `b` of eight weight rows as unsigned integers, a piece at a time:
+/// `f(c, q)` gets `q[r]`, row r's integers `32c..32c + 32` (for the `rows8` kernel).
+///
+/// SAFETY: AVX2 is enabled for this build; every row holds more than `b` blocks.
+#[inline(always)]
+pub(super) unsafe fn pieces8(dtype: DType, rows: &[&[u8]; 8], b: usize, mut f: impl FnMut(usize, &[__m256i; 8])) {
+    match dtype {
+        DType::Q4_K => {
+            let p: [K4; 8] = std::array::from_fn(|r| {
+                let x = blocks_of::<BlockQ4K>(rows[r]).get_unchecked(b);
+                K4::new(head(x), &x.qs, None)
+            });
+            for_each_piece!(c, { f(c, &std::array::from_fn(|r| p[r].piece(c).0)) });
+        }
+        DType::Q5_K => {
+            let p: [K4; 8] = std::array::from_fn(|r| {
+                let x = blocks_of::<BlockQ5K>(rows[r]).get_unchecked(b);
+                K4::new(head(x), &x.qs, Some(&x.qh))
+            });
+            for_each_piece!(c, { f(c, &std::array::from_fn(|r| p[r].piece(c).0)) });
+        }
+        _ => {
+            let p: [Q6K; 8] = std::array::from_fn(|r| Q6K::new(blocks_of::<BlockQ6K>(rows[r]).get_unchecked(b)));
+            for_each_piece!(c, { f(c, &std::array::from_fn(|r| p[r].piece(c).0)) });
+        }
+    }
+}
+
 /// A Q4_K block, or a Q5_K block with its fifth bits `qh`.
 struct K4<'a> {
     qs: &'a [u8; QK_K / 2],
