@@ -61,7 +61,7 @@ const KERNEL_TYPES: [DType; 5] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::
 
 fn row_lengths(dtype: DType) -> Vec<usize> {
     if dtype.block().0 == QK_K {
-        vec![256, 1024, 3072]
+        vec![256, 1024, 3072, 4096]
     } else {
         vec![32, 64, 96, 256, 288, 480, 1024]
     }

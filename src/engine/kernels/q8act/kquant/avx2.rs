@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::super::q32::sum_each;
-use super::super::{accumulate, blocks_of, lane_tree, QActs, BSUM};
+use super::super::{blocks_of, lane_tree, QActs, BSUM};
 use super::Q6_K_OFFSET;
 use crate::engine::kernels::decode::k4_scales_mins;
 use crate::formats::quants::{f32_of, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
@@ -103,34 +103,52 @@ unsafe fn block_sums<const VNNI: bool, const R: usize>(p: &impl Pieces, b: usize
     std::array::from_fn(|r| (acc[r], _mm256_madd_epi16(_mm256_loadu_si256(sums.add(r * k / BSUM) as *const __m256i), p.mins())))
 }
 
-/// Activation row `i` against every block, its lanes in scalars.
+/// Activation row `i` against every block. Block b goes to lane b % 8, so
+/// eight consecutive blocks fill the eight lanes once: their sums are reduced
+/// together ([`sum_each`]) and the module's float step is one vector
+/// operation per group of eight, lane by lane in the same order.
 #[inline(always)]
 fn single<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(&'a B) -> P, acts: &QActs, i: usize) -> f32 {
-    let mut lanes = [0f32; 8];
-    let da = &acts.d[i * blocks.len()..(i + 1) * blocks.len()];
-    for (b, block) in blocks.iter().enumerate() {
-        let p = unpack(block);
-        // SAFETY: see block_sums; `rows` checked row i.
-        let (s, m) = unsafe {
-            let [(s, m)] = block_sums::<VNNI, 1>(&p, b, acts, i);
-            hsum2(s, m)
-        };
-        match p.dmin() {
-            Some(dmin) => accumulate(&mut lanes, b, p.d() * da[b], s, Some((dmin * da[b], m))),
-            None => accumulate(&mut lanes, b, p.d() * da[b], s - m, None),
+    let nb = blocks.len();
+    let da = &acts.d[i * nb..(i + 1) * nb];
+    // SAFETY (all blocks): AVX2 and FMA are enabled for this build; see
+    // block_sums, `rows` checked row i.
+    unsafe {
+        let mut lanes = _mm256_setzero_ps();
+        for (g, group) in blocks.chunks(8).enumerate() {
+            let (mut s, mut m) = ([_mm256_setzero_si256(); 8], [_mm256_setzero_si256(); 8]);
+            let (mut d, mut dmin) = ([0f32; 8], None::<[f32; 8]>);
+            for (j, block) in group.iter().enumerate() {
+                let b = 8 * g + j;
+                let p = unpack(block);
+                let [(sj, mj)] = block_sums::<VNNI, 1>(&p, b, acts, i);
+                d[j] = p.d() * da[b];
+                match p.dmin() {
+                    Some(dm) => {
+                        (s[j], m[j]) = (sj, mj);
+                        dmin.get_or_insert([0f32; 8])[j] = dm * da[b];
+                    }
+                    // Q6_K: S - M in integers, as the plain twin.
+                    None => s[j] = _mm256_sub_epi32(sj, mj),
+                }
+            }
+            let mut next = _mm256_fmadd_ps(_mm256_loadu_ps(d.as_ptr()), _mm256_cvtepi32_ps(sum_each(&s)), lanes);
+            if let Some(dmin) = dmin {
+                // fnmadd is fma(-m, M, l): negation is exact.
+                next = _mm256_fnmadd_ps(_mm256_loadu_ps(dmin.as_ptr()), _mm256_cvtepi32_ps(sum_each(&m)), next);
+            }
+            // A last, shorter group leaves the lanes it has no block for untouched.
+            lanes = if group.len() == 8 {
+                next
+            } else {
+                let used = _mm256_cmpgt_epi32(_mm256_set1_epi32(group.len() as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                _mm256_blendv_ps(lanes, next, _mm256_castsi256_ps(used))
+            };
         }
+        let mut l = [0f32; 8];
+        _mm256_storeu_ps(l.as_mut_ptr(), lanes);
+        lane_tree(&l)
     }
-    lane_tree(&lanes)
-}
-
-/// The sums of the 8 i32 lanes of `s` and of `m`, together.
-#[inline(always)]
-unsafe fn hsum2(s: __m256i, m: __m256i) -> (i32, i32) {
-    // [s01 s23 m01 m23 | s45 s67 m45 m67], halves added, then neighbours.
-    let h = _mm256_hadd_epi32(s, m);
-    let x = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-    let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0b10_11_00_01));
-    (_mm_cvtsi128_si32(x), _mm_extract_epi32(x, 2))
 }
 
 /// [`TILE`] activation rows against every block. The lanes are kept
