@@ -123,32 +123,28 @@ fn append(v: &mut Vec<f32>, data: &[f32]) {
 }
 
 /// Maps the whole pages inside `buf` before they are written: one
-/// `MADV_POPULATE_WRITE` per half, the halves on two threads, and transparent
-/// huge pages asked for where 2 MiB pages fit. Measured on this project's
-/// machine for a traced prefill's ~220 MB of stages: ~90 ms of faults became
-/// ~45 ms. Only a hint: contents are unchanged, and on failure (older kernels)
-/// the pages are simply faulted in by the copy as before.
+/// `MADV_POPULATE_WRITE` per half, the halves on two threads. Only a hint:
+/// contents are unchanged, and on failure (older kernels) the pages are
+/// simply faulted in by the copy as before. Measured for the 38 MB logits of
+/// a traced 64-row prefill, Zen 4 VM, 2026-12-02: 8-11 ms with 4 KiB pages;
+/// asking for transparent huge pages as well (`MADV_HUGEPAGE`, with this
+/// kind's `defrag=madvise`) made it 34-72 ms, so we do not ask.
 fn prefault<T>(buf: &mut [std::mem::MaybeUninit<T>]) {
     #[cfg(target_os = "linux")]
     {
         const PAGE: usize = 4096;
-        const HUGE: usize = 2 << 20;
         let (start, end) = (buf.as_ptr() as usize, buf.as_ptr() as usize + std::mem::size_of_val(buf));
-        let advise = |from: usize, to: usize, advice: libc::c_int| {
+        let (from, to) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
+        let populate = |from: usize, to: usize| {
             if to > from {
                 // SAFETY: [from, to) lies inside `buf`, memory this process owns
-                // and may write; these advices change no contents.
-                unsafe { libc::madvise(from as *mut libc::c_void, to - from, advice) };
+                // and may write; this advice changes no contents.
+                unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_POPULATE_WRITE) };
             }
         };
-        let (huge_from, huge_to) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-        if huge_to > huge_from {
-            advise(huge_from, huge_to, libc::MADV_HUGEPAGE);
-        }
-        let (from, to) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
         if to > from {
             let mid = (from + (to - from) / 2) / PAGE * PAGE;
-            rayon::join(|| advise(from, mid, libc::MADV_POPULATE_WRITE), || advise(mid, to, libc::MADV_POPULATE_WRITE));
+            rayon::join(|| populate(from, mid), || populate(mid, to));
         }
     }
     #[cfg(not(target_os = "linux"))]
@@ -162,7 +158,7 @@ mod tests {
     #[test]
     fn large_and_small_appends_keep_every_value_in_order() {
         let mut r = Recorder::new(|_: &str| true);
-        // Past 2 MiB, so the huge-page advice is taken too.
+        // Past 2 MiB: several pages pre-mapped on both threads.
         let big: Vec<f32> = (0..(3 << 19) + 5).map(|i| i as f32).collect();
         r.record("s", &[1], &big[..3]);
         r.record("s", &[1], &big[3..]);
