@@ -140,6 +140,9 @@ impl WeightStore for GgufStore {
     fn names(&self) -> Vec<String> {
         self.f.tensor_names().iter().map(|s| s.to_string()).collect()
     }
+    fn stored(&self, name: &str) -> Result<Tensor> {
+        self.f.tensor(name)
+    }
 }
 
 fn remap(t: Tensor, heads: usize, hd: usize) -> Result<Tensor> {

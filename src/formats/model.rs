@@ -13,7 +13,11 @@ use crate::formats::tensor::{DType, Tensor};
 pub trait WeightStore: Send + Sync {
     fn get(&self, name: &str) -> Result<Tensor>;
     fn has(&self, name: &str) -> bool;
+    /// Every tensor as the file itself names it (GGUF: `blk.0.attn_q.weight`).
     fn names(&self) -> Vec<String>;
+    /// A tensor by its name in `names`, as stored (no transformers mapping,
+    /// no un-permuted rows): what `parity inspect --tensors` lists.
+    fn stored(&self, name: &str) -> Result<Tensor>;
 }
 
 impl WeightStore for SafetensorsStore {
@@ -25,6 +29,9 @@ impl WeightStore for SafetensorsStore {
     }
     fn names(&self) -> Vec<String> {
         SafetensorsStore::names(self).cloned().collect()
+    }
+    fn stored(&self, name: &str) -> Result<Tensor> {
+        SafetensorsStore::get(self, name)
     }
 }
 

@@ -38,7 +38,7 @@ pub fn render(src: &ModelSource, show_tensors: bool) -> Result<String> {
         let mut t = Table::new();
         t.load_style(UTF8_FULL_CONDENSED).set_header(["tensor", "dtype", "shape"]);
         for n in &names {
-            let (dt, shape) = match src.weights.get(n) {
+            let (dt, shape) = match src.weights.stored(n) {
                 Ok(x) => (x.dtype.to_string(), format!("{:?}", x.shape)),
                 Err(e) => ("?".into(), e.to_string()),
             };
@@ -47,4 +47,25 @@ pub fn render(src: &ModelSource, show_tensors: bool) -> Result<String> {
         out.push_str(&format!("{t}\n"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::model::ModelSource;
+
+    /// A GGUF's tensors are listed under the file's own names, each with its
+    /// stored type and shape (no lookup of a GGUF name as a transformers one).
+    #[test]
+    fn a_gguf_lists_every_tensor_with_its_type_and_shape() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/qwen3moe-tiny/gguf");
+        let file = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().ends_with(".q8_0.gguf")).unwrap();
+        let src = ModelSource::open(&file).unwrap();
+        let out = render(&src, true).unwrap();
+        let names = src.weights.names();
+        let rows: Vec<&str> = names.iter().map(|n| out.lines().find(|l| l.starts_with(&format!("│ {n} "))).unwrap_or_else(|| panic!("{n} not listed:\n{out}"))).collect();
+        assert!(rows.iter().all(|r| !r.contains('?')), "{out}");
+        assert!(rows.iter().any(|r| r.contains("blk.0.attn_q.weight") && r.contains("q8_0") && r.contains("[128, 64]")), "{out}");
+        assert!(rows.iter().any(|r| r.contains("blk.0.ffn_gate_exps.weight")), "{out}");
+    }
 }
