@@ -177,6 +177,11 @@ fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out:
         unsafe { kquant::rows8::dot_rows(dtype, ws, acts, out) };
         return;
     }
+    if VNNI && q32::rows8::takes(dtype, n) {
+        // SAFETY: as above.
+        unsafe { q32::rows8::dot_rows(dtype, ws, acts, out) };
+        return;
+    }
     for (w, o) in ws.iter().zip(out.chunks_exact_mut(n)) {
         match dtype {
             DType::Q8_0 | DType::Q4_0 => q32::dot_rows::<VNNI>(dtype, w, acts, o),

@@ -9,6 +9,9 @@ use super::{accumulate, blocks_of, lane_tree, QActs};
 use crate::formats::quants::{f32_of, BlockQ4_0, BlockQ8_0, QK};
 use crate::formats::tensor::DType;
 
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+pub(super) mod rows8;
+
 /// ggml-common.h: a Q4_0 value is its nibble minus 8.
 const Q4_0_OFFSET: i32 = 8;
 

@@ -178,25 +178,27 @@ fn kernels_are_batch_invariant() {
     }
 }
 
-/// The prefill kernel for k-quants (eight weight rows in lanes, AVX-512 VNNI)
-/// with a group of rows that does not fill the lanes and activation rows that
-/// do not fill its tiles: every element is its plain twin's, bit for bit.
+/// The prefill kernels (eight weight rows in lanes, AVX-512 VNNI) with a
+/// group of rows that does not fill the lanes and activation rows that do not
+/// fill its tiles: every element is its plain twin's, bit for bit.
 #[test]
 fn many_rows_by_many_rows_equal_the_plain_twin() {
     let mut rng = Rng(29);
-    for dtype in [DType::Q4_K, DType::Q5_K, DType::Q6_K] {
+    for dtype in KERNEL_TYPES {
         for (rows, n) in [(13, 19), (8, 4), (3, 9)] {
-            let k = 512;
-            let acts = quantize(dtype, &activations(&mut rng, n, k), k).unwrap();
-            let ws: Vec<Vec<u8>> = (0..rows).map(|_| weight_row(&mut rng, dtype, k)).collect();
-            let refs: Vec<&[u8]> = ws.iter().map(|w| &w[..]).collect();
-            for vnni in [true, false] {
-                let mut fast = vec![0f32; rows * n];
-                dot_rows_with(dtype, &refs, &acts, &mut fast, vnni);
-                for (w, got) in ws.iter().zip(fast.chunks_exact(n)) {
-                    let mut plain = vec![0f32; n];
-                    dot_rows_ref(dtype, w, &acts, &mut plain);
-                    assert_eq!(bits(got), bits(&plain), "{dtype} {rows} x {n}, VNNI {}", vnni && has_vnni());
+            // Q8_0/Q4_0: 3 blocks (fewer than the 8 float lanes) and 17.
+            for k in if dtype.block().0 == QK_K { vec![512] } else { vec![96, 544] } {
+                let acts = quantize(dtype, &activations(&mut rng, n, k), k).unwrap();
+                let ws: Vec<Vec<u8>> = (0..rows).map(|_| weight_row(&mut rng, dtype, k)).collect();
+                let refs: Vec<&[u8]> = ws.iter().map(|w| &w[..]).collect();
+                for vnni in [true, false] {
+                    let mut fast = vec![0f32; rows * n];
+                    dot_rows_with(dtype, &refs, &acts, &mut fast, vnni);
+                    for (w, got) in ws.iter().zip(fast.chunks_exact(n)) {
+                        let mut plain = vec![0f32; n];
+                        dot_rows_ref(dtype, w, &acts, &mut plain);
+                        assert_eq!(bits(got), bits(&plain), "{dtype} {rows} x {n}, k {k}, VNNI {}", vnni && has_vnni());
+                    }
                 }
             }
         }

@@ -68,7 +68,7 @@ fn scales(dtype: DType, w: &[u8], b: usize) -> ([i32; 16], [i16; 16], f32, f32) 
 
 /// Transposes eight rows of eight 32-bit lanes: `out[g]` lane r = `v[r]` lane g.
 #[inline(always)]
-unsafe fn transpose8(v: &[__m256i; 8]) -> [__m256i; 8] {
+pub(in crate::engine::kernels::q8act) unsafe fn transpose8(v: &[__m256i; 8]) -> [__m256i; 8] {
     let t: [__m256i; 8] = std::array::from_fn(|i| {
         let (a, b) = (v[2 * (i / 2)], v[2 * (i / 2) + 1]);
         if i % 2 == 0 { _mm256_unpacklo_epi32(a, b) } else { _mm256_unpackhi_epi32(a, b) }
