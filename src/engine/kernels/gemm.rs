@@ -59,6 +59,12 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
         }
         return;
     }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    if t == 1 && matches!(dtype, DType::F16 | DType::BF16) && rows.iter().take(n).all(|r| r.len() >= 2 * k) {
+        // SAFETY: AVX2, FMA and F16C are enabled for this build; every row holds k halves.
+        unsafe { halves_one_row(dtype == DType::F16, &rows[..n], &xs[..k], &mut yt[..n], next) };
+        return;
+    }
     let (block, size) = dtype.block();
     // Rows are decoded slice by slice into a scratch of n · sw floats. With
     // several activation rows a slice is one summation block, so the scratch
@@ -140,6 +146,80 @@ fn prefetch(bytes: &[u8]) {
                 }
             }
         }
+    }
+}
+
+/// One activation row against up to `R1` f16 or bf16 rows read in place:
+/// each group of eight halves is widened to f32 (exact) straight into its
+/// fused multiply-add, with no decoded scratch to write and read back. Same
+/// order as `tile` and `finish`: a chain from zero per `KC` block and lane,
+/// added to the running lanes, then the lane tree and the tail.
+///
+/// While a row is read, the same bytes of the row `next` has in its place
+/// are asked for (into L2), so the following rows are on their way.
+///
+/// SAFETY: AVX2, FMA and F16C enabled; each row holds `2 · x.len()` bytes.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+unsafe fn halves_one_row(f16: bool, rows: &[&[u8]], x: &[f32], y: &mut [f32], next: &[&[u8]]) {
+    match rows.len() {
+        8 => halves_tile::<8>(f16, rows, x, y, next),
+        7 => halves_tile::<7>(f16, rows, x, y, next),
+        6 => halves_tile::<6>(f16, rows, x, y, next),
+        5 => halves_tile::<5>(f16, rows, x, y, next),
+        4 => halves_tile::<4>(f16, rows, x, y, next),
+        3 => halves_tile::<3>(f16, rows, x, y, next),
+        2 => halves_tile::<2>(f16, rows, x, y, next),
+        1 => halves_tile::<1>(f16, rows, x, y, next),
+        _ => {}
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+#[inline]
+unsafe fn halves_tile<const RR: usize>(f16: bool, rows: &[&[u8]], x: &[f32], y: &mut [f32], next: &[&[u8]]) {
+    use std::arch::x86_64::*;
+    let k = x.len();
+    let k8 = k - k % 8;
+    let p: [*const u8; RR] = std::array::from_fn(|r| rows[r].as_ptr());
+    // The row to prefetch beside row r: one of `next` of the same length (else none).
+    let ahead: [Option<&[u8]>; RR] = std::array::from_fn(|r| next.get(r).copied().filter(|n| n.len() >= 2 * k8));
+    // Eight halves at element `e` of row r, as f32.
+    let load = |r: usize, e: usize| {
+        let h = _mm_loadu_si128(p[r].add(2 * e) as *const __m128i);
+        if f16 {
+            _mm256_cvtph_ps(h)
+        } else {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+    };
+    let mut lanes = [_mm256_setzero_ps(); RR];
+    for k0 in (0..k8).step_by(KC) {
+        let kl = (k0 + KC).min(k8) - k0;
+        let mut acc = [_mm256_setzero_ps(); RR];
+        let mut s = 0;
+        while s < kl {
+            let xv = _mm256_loadu_ps(x.as_ptr().add(k0 + s));
+            if (k0 + s) % 32 == 0 {
+                // A new 64-byte line of halves: ask for the next rows' same line.
+                for a in ahead.iter().flatten() {
+                    _mm_prefetch::<_MM_HINT_T1>(a.as_ptr().add(2 * (k0 + s)) as *const i8);
+                }
+            }
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(load(r, k0 + s), xv, *a);
+            }
+            s += 8;
+        }
+        for (l, a) in lanes.iter_mut().zip(acc) {
+            *l = _mm256_add_ps(*l, a);
+        }
+    }
+    for (r, (l, out)) in lanes.iter().zip(y.iter_mut()).enumerate() {
+        let mut v = [0f32; 8];
+        _mm256_storeu_ps(v.as_mut_ptr(), *l);
+        let mut wtail = [0f32; 8];
+        quants::dequantize(if f16 { DType::F16 } else { DType::BF16 }, &rows[r][2 * k8..2 * k], &mut wtail[..k - k8]);
+        *out = finish(&v, &wtail[..k - k8], &x[k8..]);
     }
 }
 
@@ -287,6 +367,35 @@ mod tests {
                     rows_times_acts(DType::F32, &refs, &xs, k, &mut fast, &mut s, &[]);
                     rows_times_acts_ref(DType::F32, &refs, &xs, k, &mut plain);
                     assert_eq!(bits(&fast), bits(&plain), "k = {k}, rows = {n}, t = {t}");
+                }
+            }
+        }
+    }
+
+    /// One activation row against f16 and bf16 rows read in place (no
+    /// decoded scratch): bit for bit the plain twin, with tails and short groups.
+    #[test]
+    fn half_rows_with_one_activation_row_equal_the_twin() {
+        let mut s = Scratch::default();
+        for dtype in [DType::F16, DType::BF16] {
+            for k in [8, 100, 256, 600, 1024] {
+                for n in [1, 3, 8, 13, 16] {
+                    let rows: Vec<Vec<u8>> = (0..n)
+                        .map(|j| {
+                            let v = vals(j as u32 + 7, k);
+                            if dtype == DType::F16 {
+                                v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect()
+                            } else {
+                                v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect()
+                            }
+                        })
+                        .collect();
+                    let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
+                    let xs = vals(3, k);
+                    let (mut fast, mut plain) = (vec![0f32; n], vec![0f32; n]);
+                    rows_times_acts(dtype, &refs, &xs, k, &mut fast, &mut s, &[]);
+                    rows_times_acts_ref(dtype, &refs, &xs, k, &mut plain);
+                    assert_eq!(bits(&fast), bits(&plain), "{dtype} k = {k}, rows = {n}");
                 }
             }
         }
