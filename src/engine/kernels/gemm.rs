@@ -218,7 +218,9 @@ unsafe fn halves_tile<const RR: usize>(f16: bool, rows: &[&[u8]], x: &[f32], y: 
         let mut v = [0f32; 8];
         _mm256_storeu_ps(v.as_mut_ptr(), *l);
         let mut wtail = [0f32; 8];
-        quants::dequantize(if f16 { DType::F16 } else { DType::BF16 }, &rows[r][2 * k8..2 * k], &mut wtail[..k - k8]);
+        if k8 < k {
+            quants::dequantize(if f16 { DType::F16 } else { DType::BF16 }, &rows[r][2 * k8..2 * k], &mut wtail[..k - k8]);
+        }
         *out = finish(&v, &wtail[..k - k8], &x[k8..]);
     }
 }

@@ -132,18 +132,14 @@ fn single<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(
                     None => s[j] = _mm256_sub_epi32(sj, mj),
                 }
             }
-            let mut next = _mm256_fmadd_ps(_mm256_loadu_ps(d.as_ptr()), _mm256_cvtepi32_ps(sum_each(&s)), lanes);
+            // A last, shorter group has d = S = 0 in the lanes it has no block
+            // for, and adding 0 · 0 leaves a lane as it was: lanes start at +0
+            // and a sum can only be -0 when both terms are.
+            lanes = _mm256_fmadd_ps(_mm256_loadu_ps(d.as_ptr()), _mm256_cvtepi32_ps(sum_each(&s)), lanes);
             if let Some(dmin) = dmin {
                 // fnmadd is fma(-m, M, l): negation is exact.
-                next = _mm256_fnmadd_ps(_mm256_loadu_ps(dmin.as_ptr()), _mm256_cvtepi32_ps(sum_each(&m)), next);
+                lanes = _mm256_fnmadd_ps(_mm256_loadu_ps(dmin.as_ptr()), _mm256_cvtepi32_ps(sum_each(&m)), lanes);
             }
-            // A last, shorter group leaves the lanes it has no block for untouched.
-            lanes = if group.len() == 8 {
-                next
-            } else {
-                let used = _mm256_cmpgt_epi32(_mm256_set1_epi32(group.len() as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-                _mm256_blendv_ps(lanes, next, _mm256_castsi256_ps(used))
-            };
         }
         let mut l = [0f32; 8];
         _mm256_storeu_ps(l.as_mut_ptr(), lanes);
@@ -182,14 +178,8 @@ fn tile<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(&'
     }
     // `lane_tree`, a row per element.
     let mut out = [0f32; TILE];
-    unsafe {
-        let l = &lanes;
-        let sum = _mm256_add_ps(
-            _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[1], l[5])),
-            _mm256_add_ps(_mm256_add_ps(l[2], l[6]), _mm256_add_ps(l[3], l[7])),
-        );
-        _mm256_storeu_ps(out.as_mut_ptr(), sum);
-    }
+    // SAFETY: AVX2 is enabled for this build.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), super::rows8::lane_tree8(&lanes)) };
     out
 }
 

@@ -21,11 +21,11 @@ use crate::formats::quants::{f32_of, scale_min_k4, BlockQ4K, BlockQ5K, BlockQ6K,
 use crate::formats::tensor::DType;
 
 /// Weight rows per group (one per lane).
-const LANES: usize = 8;
+pub(in crate::engine::kernels::q8act) const LANES: usize = 8;
 /// Four-element pieces per block.
 const PIECES: usize = QK_K / 4;
 /// Activation rows that share each piece while it is in a register.
-const C: usize = 8;
+pub(in crate::engine::kernels::q8act) const C: usize = 8;
 
 /// Whether this kernel takes `n` activation rows: enough of them to pay for
 /// the unpacking (decode steps keep the in-place kernel).
@@ -128,29 +128,46 @@ pub(in super::super) unsafe fn dot_rows(dtype: DType, ws: &[&[u8]], acts: &QActs
                 (pk.d[r], pk.dmin[r]) = (d, dmin);
             }
         }
-        let mut i = 0;
-        while i < n {
-            let mut res = [[0f32; LANES]; C];
-            // The widest tile that fits the rows left: 8, 4, 2 or 1.
-            let cc = [C, 4, 2, 1].into_iter().find(|&w| w <= n - i).unwrap_or(1);
-            match (cc, subs) {
-                (C, 8) => tile::<C, 8>(&packed, dtype, acts, i, &mut res),
-                (4, 8) => tile::<4, 8>(&packed, dtype, acts, i, &mut res),
-                (2, 8) => tile::<2, 8>(&packed, dtype, acts, i, &mut res),
-                (_, 8) => tile::<1, 8>(&packed, dtype, acts, i, &mut res),
-                (C, _) => tile::<C, 16>(&packed, dtype, acts, i, &mut res),
-                (4, _) => tile::<4, 16>(&packed, dtype, acts, i, &mut res),
-                (2, _) => tile::<2, 16>(&packed, dtype, acts, i, &mut res),
-                (_, _) => tile::<1, 16>(&packed, dtype, acts, i, &mut res),
-            }
-            for (c, row) in res.iter().enumerate().take(cc) {
-                for (r, v) in row.iter().enumerate().take(rows.len()) {
-                    out[(g * LANES + r) * n + i + c] = *v;
-                }
-            }
-            i += cc;
-        }
+        each_tile(n, g, rows.len(), out, |cc, i, res| match (cc, subs) {
+            (C, 8) => tile::<C, 8>(&packed, dtype, acts, i, res),
+            (4, 8) => tile::<4, 8>(&packed, dtype, acts, i, res),
+            (2, 8) => tile::<2, 8>(&packed, dtype, acts, i, res),
+            (_, 8) => tile::<1, 8>(&packed, dtype, acts, i, res),
+            (C, _) => tile::<C, 16>(&packed, dtype, acts, i, res),
+            (4, _) => tile::<4, 16>(&packed, dtype, acts, i, res),
+            (2, _) => tile::<2, 16>(&packed, dtype, acts, i, res),
+            (_, _) => tile::<1, 16>(&packed, dtype, acts, i, res),
+        });
     }
+}
+
+/// Runs `tile(cc, first, res)` over all `n` activation rows, the widest tile
+/// that fits the rows left (8, 4, 2 or 1) each time, and writes `res[c][r]`
+/// (activation row `first + c` times row r of weight group `group`) to
+/// `out[(8·group + r)·n + first + c]` for the group's `rows` real rows.
+#[inline(always)]
+pub(in crate::engine::kernels::q8act) fn each_tile(n: usize, group: usize, rows: usize, out: &mut [f32], mut tile: impl FnMut(usize, usize, &mut [[f32; LANES]; C])) {
+    let mut i = 0;
+    while i < n {
+        let mut res = [[0f32; LANES]; C];
+        let cc = [C, 4, 2, 1].into_iter().find(|&w| w <= n - i).unwrap_or(1);
+        tile(cc, i, &mut res);
+        for (c, row) in res.iter().enumerate().take(cc) {
+            for (r, v) in row.iter().enumerate().take(rows) {
+                out[(group * LANES + r) * n + i + c] = *v;
+            }
+        }
+        i += cc;
+    }
+}
+
+/// The module's lane tree `((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7))`
+/// on eight vectors at once: element r of the result is row r's.
+///
+/// SAFETY: AVX is enabled (every caller builds with AVX2).
+#[inline(always)]
+pub(in crate::engine::kernels::q8act) unsafe fn lane_tree8(l: &[__m256; 8]) -> __m256 {
+    _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[1], l[5])), _mm256_add_ps(_mm256_add_ps(l[2], l[6]), _mm256_add_ps(l[3], l[7])))
 }
 
 /// Activation rows `first..first + CC` against the eight packed rows, every
@@ -203,8 +220,6 @@ unsafe fn tile<const CC: usize, const SUBS: usize>(packed: &[Packed], dtype: DTy
         }
     }
     for (c, l) in lanes.iter().enumerate() {
-        // The lane tree, a weight row per element.
-        let sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[1], l[5])), _mm256_add_ps(_mm256_add_ps(l[2], l[6]), _mm256_add_ps(l[3], l[7])));
-        _mm256_storeu_ps(res[c].as_mut_ptr(), sum);
+        _mm256_storeu_ps(res[c].as_mut_ptr(), lane_tree8(l));
     }
 }

@@ -14,18 +14,14 @@
 
 use std::arch::x86_64::*;
 
-use super::super::kquant::rows8::transpose8;
+use super::super::kquant::rows8::{each_tile, lane_tree8, transpose8, C, LANES};
 use super::super::{blocks_of, QActs, BSUM};
 use super::{Q4_0_OFFSET, Q8_0_BIAS};
 use crate::formats::quants::{f32_of, BlockQ4_0, BlockQ8_0, QK};
 use crate::formats::tensor::DType;
 
-/// Weight rows per group (one per lane).
-const LANES: usize = 8;
 /// Four-element pieces per block.
 const PIECES: usize = QK / 4;
-/// Activation rows that share each piece while it is in a register.
-const C: usize = 8;
 
 /// Whether this kernel takes `n` activation rows: enough of them to pay for
 /// the transpose (decode steps keep the in-place kernel).
@@ -82,24 +78,12 @@ pub(in super::super) unsafe fn dot_rows(dtype: DType, ws: &[&[u8]], acts: &QActs
                 _mm256_store_si256(pk.q[p].as_mut_ptr() as *mut __m256i, *v);
             }
         }
-        let mut i = 0;
-        while i < n {
-            let mut res = [[0f32; LANES]; C];
-            // The widest tile that fits the rows left: 8, 4, 2 or 1.
-            let cc = [C, 4, 2, 1].into_iter().find(|&w| w <= n - i).unwrap_or(1);
-            match cc {
-                C => tile::<C>(&packed, offset, acts, i, &mut res),
-                4 => tile::<4>(&packed, offset, acts, i, &mut res),
-                2 => tile::<2>(&packed, offset, acts, i, &mut res),
-                _ => tile::<1>(&packed, offset, acts, i, &mut res),
-            }
-            for (c, row) in res.iter().enumerate().take(cc) {
-                for (r, v) in row.iter().enumerate().take(rows.len()) {
-                    out[(g * LANES + r) * n + i + c] = *v;
-                }
-            }
-            i += cc;
-        }
+        each_tile(n, g, rows.len(), out, |cc, i, res| match cc {
+            C => tile::<C>(&packed, offset, acts, i, res),
+            4 => tile::<4>(&packed, offset, acts, i, res),
+            2 => tile::<2>(&packed, offset, acts, i, res),
+            _ => tile::<1>(&packed, offset, acts, i, res),
+        });
     }
 }
 
@@ -131,8 +115,6 @@ unsafe fn tile<const CC: usize>(packed: &[Packed], offset: i32, acts: &QActs, fi
         }
     }
     for (c, l) in lanes.iter().enumerate() {
-        // The lane tree, a weight row per element.
-        let sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[1], l[5])), _mm256_add_ps(_mm256_add_ps(l[2], l[6]), _mm256_add_ps(l[3], l[7])));
-        _mm256_storeu_ps(res[c].as_mut_ptr(), sum);
+        _mm256_storeu_ps(res[c].as_mut_ptr(), lane_tree8(l));
     }
 }
