@@ -128,36 +128,48 @@ pub(in super::super) unsafe fn dot_rows(dtype: DType, ws: &[&[u8]], acts: &QActs
                 (pk.d[r], pk.dmin[r]) = (d, dmin);
             }
         }
-        each_tile(n, g, rows.len(), out, |cc, i, res| match (cc, subs) {
-            (C, 8) => tile::<C, 8>(&packed, dtype, acts, i, res),
-            (4, 8) => tile::<4, 8>(&packed, dtype, acts, i, res),
-            (2, 8) => tile::<2, 8>(&packed, dtype, acts, i, res),
-            (_, 8) => tile::<1, 8>(&packed, dtype, acts, i, res),
-            (C, _) => tile::<C, 16>(&packed, dtype, acts, i, res),
-            (4, _) => tile::<4, 16>(&packed, dtype, acts, i, res),
-            (2, _) => tile::<2, 16>(&packed, dtype, acts, i, res),
-            (_, _) => tile::<1, 16>(&packed, dtype, acts, i, res),
-        });
+        // Plain loops: a closure holding `tile` would be compiled without the
+        // VNNI features, and `dpbusd` would become a call per instruction.
+        for (i, cc) in tiles(n) {
+            let mut res = [[0f32; LANES]; C];
+            match (cc, subs) {
+                (C, 8) => tile::<C, 8>(&packed, dtype, acts, i, &mut res),
+                (4, 8) => tile::<4, 8>(&packed, dtype, acts, i, &mut res),
+                (2, 8) => tile::<2, 8>(&packed, dtype, acts, i, &mut res),
+                (_, 8) => tile::<1, 8>(&packed, dtype, acts, i, &mut res),
+                (C, _) => tile::<C, 16>(&packed, dtype, acts, i, &mut res),
+                (4, _) => tile::<4, 16>(&packed, dtype, acts, i, &mut res),
+                (2, _) => tile::<2, 16>(&packed, dtype, acts, i, &mut res),
+                (_, _) => tile::<1, 16>(&packed, dtype, acts, i, &mut res),
+            }
+            put_tile(&res, (i, cc), n, g, rows.len(), out);
+        }
     }
 }
 
-/// Runs `tile(cc, first, res)` over all `n` activation rows, the widest tile
-/// that fits the rows left (8, 4, 2 or 1) each time, and writes `res[c][r]`
-/// (activation row `first + c` times row r of weight group `group`) to
-/// `out[(8·group + r)·n + first + c]` for the group's `rows` real rows.
-#[inline(always)]
-pub(in crate::engine::kernels::q8act) fn each_tile(n: usize, group: usize, rows: usize, out: &mut [f32], mut tile: impl FnMut(usize, usize, &mut [[f32; LANES]; C])) {
+/// The tiles over `n` activation rows, as `(first, width)`: the widest of
+/// 8, 4, 2 or 1 rows that fits the rows left each time.
+pub(in crate::engine::kernels::q8act) fn tiles(n: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut i = 0;
-    while i < n {
-        let mut res = [[0f32; LANES]; C];
-        let cc = [C, 4, 2, 1].into_iter().find(|&w| w <= n - i).unwrap_or(1);
-        tile(cc, i, &mut res);
-        for (c, row) in res.iter().enumerate().take(cc) {
-            for (r, v) in row.iter().enumerate().take(rows) {
-                out[(group * LANES + r) * n + i + c] = *v;
-            }
+    std::iter::from_fn(move || {
+        if i >= n {
+            return None;
         }
+        let cc = [C, 4, 2, 1].into_iter().find(|&w| w <= n - i)?;
         i += cc;
+        Some((i - cc, cc))
+    })
+}
+
+/// Writes a tile's `res[c][r]` (activation row `first + c` times row r of
+/// weight group `group`) to `out[(8·group + r)·n + first + c]`, for the
+/// group's `rows` real rows.
+#[inline(always)]
+pub(in crate::engine::kernels::q8act) fn put_tile(res: &[[f32; LANES]; C], (first, cc): (usize, usize), n: usize, group: usize, rows: usize, out: &mut [f32]) {
+    for (c, row) in res.iter().enumerate().take(cc) {
+        for (r, v) in row.iter().enumerate().take(rows) {
+            out[(group * LANES + r) * n + first + c] = *v;
+        }
     }
 }
 
@@ -173,7 +185,11 @@ pub(in crate::engine::kernels::q8act) unsafe fn lane_tree8(l: &[__m256; 8]) -> _
 /// Activation rows `first..first + CC` against the eight packed rows, every
 /// block; `res[c][r]` is activation row `first + c` times weight row r.
 /// `SUBS` groups per block share a scale (8 of 32 for Q4_K/Q5_K, 16 of 16 for Q6_K).
-#[inline(always)]
+///
+/// Compiled with the VNNI features itself, so that `dpbusd` is inlined
+/// here however the caller is compiled.
+#[inline]
+#[target_feature(enable = "avx512vnni,avx512vl")]
 unsafe fn tile<const CC: usize, const SUBS: usize>(packed: &[Packed], dtype: DType, acts: &QActs, first: usize, res: &mut [[f32; LANES]; C]) {
     let (k, nb) = (acts.k, packed.len());
     let float_min = dtype != DType::Q6_K;

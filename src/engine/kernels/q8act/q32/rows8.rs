@@ -14,7 +14,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::kquant::rows8::{each_tile, lane_tree8, transpose8, C, LANES};
+use super::super::kquant::rows8::{lane_tree8, put_tile, tiles, transpose8, C, LANES};
 use super::super::{blocks_of, QActs, BSUM};
 use super::{Q4_0_OFFSET, Q8_0_BIAS};
 use crate::formats::quants::{f32_of, BlockQ4_0, BlockQ8_0, QK};
@@ -78,18 +78,28 @@ pub(in super::super) unsafe fn dot_rows(dtype: DType, ws: &[&[u8]], acts: &QActs
                 _mm256_store_si256(pk.q[p].as_mut_ptr() as *mut __m256i, *v);
             }
         }
-        each_tile(n, g, rows.len(), out, |cc, i, res| match cc {
-            C => tile::<C>(&packed, offset, acts, i, res),
-            4 => tile::<4>(&packed, offset, acts, i, res),
-            2 => tile::<2>(&packed, offset, acts, i, res),
-            _ => tile::<1>(&packed, offset, acts, i, res),
-        });
+        // Plain loops: a closure holding `tile` would be compiled without the
+        // VNNI features, and `dpbusd` would become a call per instruction.
+        for (i, cc) in tiles(n) {
+            let mut res = [[0f32; LANES]; C];
+            match cc {
+                C => tile::<C>(&packed, offset, acts, i, &mut res),
+                4 => tile::<4>(&packed, offset, acts, i, &mut res),
+                2 => tile::<2>(&packed, offset, acts, i, &mut res),
+                _ => tile::<1>(&packed, offset, acts, i, &mut res),
+            }
+            put_tile(&res, (i, cc), n, g, rows.len(), out);
+        }
     }
 }
 
 /// Activation rows `first..first + CC` against the eight packed rows, every
 /// block; `res[c][r]` is activation row `first + c` times weight row r.
-#[inline(always)]
+///
+/// Compiled with the VNNI features itself, so that `dpbusd` is inlined
+/// here however the caller is compiled.
+#[inline]
+#[target_feature(enable = "avx512vnni,avx512vl")]
 unsafe fn tile<const CC: usize>(packed: &[Packed], offset: i32, acts: &QActs, first: usize, res: &mut [[f32; LANES]; C]) {
     let (k, nb) = (acts.k, packed.len());
     // Lanes of the module's float order, a vector over the eight weight rows each.
