@@ -109,7 +109,7 @@ fn fast_kernels_are_bit_identical_to_their_plain_twins() {
                 dot_rows_ref(dtype, &w, &acts, &mut plain);
                 for vnni in [false, true] {
                     let mut fast = vec![0f32; n];
-                    dot_rows_with(dtype, &[&w], &acts, &mut fast, vnni);
+                    dot_rows_with(dtype, &[&w], &acts, &mut fast, vnni, &[]);
                     for (f, p) in fast.iter().zip(&plain) {
                         assert_eq!(f.to_bits(), p.to_bits(), "{dtype} k = {k}, VNNI {}: {f} vs {p}", vnni && has_vnni());
                     }
@@ -131,7 +131,7 @@ fn kernels_agree_with_the_dequantised_dot() {
             for _ in 0..4 {
                 let w = weight_row(&mut rng, dtype, k);
                 let (mut got, mut want) = (vec![0f32; 3], vec![0f32; 3]);
-                dot_rows(dtype, &[&w], &acts, &mut got);
+                dot_rows(dtype, &[&w], &acts, &mut got, &[]);
                 dot_rows_dequant(dtype, &w, &xs, k, &mut want);
                 let mut row = vec![0f32; k];
                 quants::dequantize(dtype, &w, &mut row);
@@ -153,10 +153,10 @@ fn several_weight_rows_per_call() {
         let acts = quantize(dtype, &activations(&mut rng, n, k), k).unwrap();
         let ws: Vec<Vec<u8>> = (0..5).map(|_| weight_row(&mut rng, dtype, k)).collect();
         let mut all = vec![0f32; ws.len() * n];
-        dot_rows(dtype, &ws.iter().map(|w| &w[..]).collect::<Vec<_>>(), &acts, &mut all);
+        dot_rows(dtype, &ws.iter().map(|w| &w[..]).collect::<Vec<_>>(), &acts, &mut all, &[]);
         for (w, got) in ws.iter().zip(all.chunks_exact(n)) {
             let mut one = vec![0f32; n];
-            dot_rows(dtype, &[w], &acts, &mut one);
+            dot_rows(dtype, &[w], &acts, &mut one, &[]);
             assert_eq!(got, one, "{dtype}");
         }
     }
@@ -171,9 +171,9 @@ fn kernels_are_batch_invariant() {
         let x = activations(&mut rng, 4, k);
         let w = weight_row(&mut rng, dtype, k);
         let mut all = vec![0f32; 4];
-        dot_rows(dtype, &[&w], &quantize(dtype, &x, k).unwrap(), &mut all);
+        dot_rows(dtype, &[&w], &quantize(dtype, &x, k).unwrap(), &mut all, &[]);
         let mut one = [0f32];
-        dot_rows(dtype, &[&w], &quantize(dtype, &x[2 * k..3 * k], k).unwrap(), &mut one);
+        dot_rows(dtype, &[&w], &quantize(dtype, &x[2 * k..3 * k], k).unwrap(), &mut one, &[]);
         assert_eq!(all[2].to_bits(), one[0].to_bits(), "{dtype}");
     }
 }
@@ -193,7 +193,7 @@ fn many_rows_by_many_rows_equal_the_plain_twin() {
                 let refs: Vec<&[u8]> = ws.iter().map(|w| &w[..]).collect();
                 for vnni in [true, false] {
                     let mut fast = vec![0f32; rows * n];
-                    dot_rows_with(dtype, &refs, &acts, &mut fast, vnni);
+                    dot_rows_with(dtype, &refs, &acts, &mut fast, vnni, &[]);
                     for (w, got) in ws.iter().zip(fast.chunks_exact(n)) {
                         let mut plain = vec![0f32; n];
                         dot_rows_ref(dtype, w, &acts, &mut plain);
