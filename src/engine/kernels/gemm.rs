@@ -65,6 +65,12 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
         unsafe { halves_one_row(dtype == DType::F16, &rows[..n], &xs[..k], &mut yt[..n], next) };
         return;
     }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    if t == 1 && dtype == DType::Q8_0 && k.is_multiple_of(Q8_0_QK) && rows.iter().take(n).all(|r| r.len() >= k / Q8_0_QK * Q8_0_BYTES) {
+        // SAFETY: AVX2, FMA and F16C are enabled for this build; every row holds k / 32 blocks.
+        unsafe { q8_0_one_row(&rows[..n], &xs[..k], &mut yt[..n], next) };
+        return;
+    }
     let (block, size) = dtype.block();
     // Rows are decoded slice by slice into a scratch of n · sw floats. With
     // several activation rows a slice is one summation block, so the scratch
@@ -222,6 +228,76 @@ unsafe fn halves_tile<const RR: usize>(f16: bool, rows: &[&[u8]], x: &[f32], y: 
             quants::dequantize(if f16 { DType::F16 } else { DType::BF16 }, &rows[r][2 * k8..2 * k], &mut wtail[..k - k8]);
         }
         *out = finish(&v, &wtail[..k - k8], &x[k8..]);
+    }
+}
+
+/// Elements and bytes of a Q8_0 block (an f16 scale, then 32 signed bytes).
+const Q8_0_QK: usize = 32;
+const Q8_0_BYTES: usize = 34;
+
+/// One activation row against up to `R1` Q8_0 rows read in place: each group
+/// of eight quants is widened and scaled (`q · d`, the decoder's exact value)
+/// straight into its fused multiply-add, as `halves_one_row` does for halves,
+/// in the same order as `tile` and `finish` (no tail: `k` is whole blocks).
+/// While a block is read, the same block of the rows `next` holds is asked
+/// for (into L2).
+///
+/// SAFETY: AVX2, FMA and F16C enabled; `x.len()` is a multiple of 32 and each
+/// row holds `x.len() / 32` blocks.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+unsafe fn q8_0_one_row(rows: &[&[u8]], x: &[f32], y: &mut [f32], next: &[&[u8]]) {
+    match rows.len() {
+        8 => q8_0_tile::<8>(rows, x, y, next),
+        7 => q8_0_tile::<7>(rows, x, y, next),
+        6 => q8_0_tile::<6>(rows, x, y, next),
+        5 => q8_0_tile::<5>(rows, x, y, next),
+        4 => q8_0_tile::<4>(rows, x, y, next),
+        3 => q8_0_tile::<3>(rows, x, y, next),
+        2 => q8_0_tile::<2>(rows, x, y, next),
+        1 => q8_0_tile::<1>(rows, x, y, next),
+        _ => {}
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+#[inline]
+unsafe fn q8_0_tile<const RR: usize>(rows: &[&[u8]], x: &[f32], y: &mut [f32], next: &[&[u8]]) {
+    use std::arch::x86_64::*;
+    let k = x.len();
+    let p: [*const u8; RR] = std::array::from_fn(|r| rows[r].as_ptr());
+    let row_bytes = k / Q8_0_QK * Q8_0_BYTES;
+    let ahead: [Option<&[u8]>; RR] = std::array::from_fn(|r| next.get(r).copied().filter(|n| n.len() >= row_bytes));
+    let mut lanes = [_mm256_setzero_ps(); RR];
+    for k0 in (0..k).step_by(KC) {
+        let kl = (k0 + KC).min(k) - k0;
+        let mut acc = [_mm256_setzero_ps(); RR];
+        for blk in (k0 / Q8_0_QK)..((k0 + kl) / Q8_0_QK) {
+            let at = blk * Q8_0_BYTES;
+            for a in ahead.iter().flatten() {
+                _mm_prefetch::<_MM_HINT_T1>(a.as_ptr().add(at) as *const i8);
+            }
+            // The block's scale, widened exactly (f16 to f32), broadcast.
+            let d: [__m256; RR] = std::array::from_fn(|r| {
+                let h = (p[r].add(at) as *const u16).read_unaligned();
+                _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32))))
+            });
+            for g in 0..Q8_0_QK / 8 {
+                let xv = _mm256_loadu_ps(x.as_ptr().add(blk * Q8_0_QK + 8 * g));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let q = _mm_loadl_epi64(p[r].add(at + 2 + 8 * g) as *const __m128i);
+                    let w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d[r]);
+                    *a = _mm256_fmadd_ps(w, xv, *a);
+                }
+            }
+        }
+        for (l, a) in lanes.iter_mut().zip(acc) {
+            *l = _mm256_add_ps(*l, a);
+        }
+    }
+    for (l, out) in lanes.iter().zip(y.iter_mut()) {
+        let mut v = [0f32; 8];
+        _mm256_storeu_ps(v.as_mut_ptr(), *l);
+        *out = finish(&v, &[], &[]);
     }
 }
 
@@ -399,6 +475,24 @@ mod tests {
                     rows_times_acts_ref(dtype, &refs, &xs, k, &mut plain);
                     assert_eq!(bits(&fast), bits(&plain), "{dtype} k = {k}, rows = {n}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn q8_0_rows_with_one_activation_row_equal_the_twin() {
+        // The fused one-row kernel (and past 8 rows, its tiles); scales
+        // include zero and subnormal ones.
+        let mut s = Scratch::default();
+        for k in [32, 96, 256, 288, 1024] {
+            for n in [1, 3, 8, 13, 16] {
+                let rows: Vec<Vec<u8>> = (0..n).map(|j| crate::engine::kernels::decode::synthetic_blocks(DType::Q8_0, k / 32, 11 + j as u64, true)).collect();
+                let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
+                let xs = vals(3, k);
+                let (mut fast, mut plain) = (vec![0f32; n], vec![0f32; n]);
+                rows_times_acts(DType::Q8_0, &refs, &xs, k, &mut fast, &mut s, &[]);
+                rows_times_acts_ref(DType::Q8_0, &refs, &xs, k, &mut plain);
+                assert_eq!(bits(&fast), bits(&plain), "k = {k}, rows = {n}");
             }
         }
     }
