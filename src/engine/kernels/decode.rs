@@ -130,7 +130,7 @@ fn half(b: &[u8], at: usize) -> f32 {
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "f16c"))]
 /// ggml's `get_scale_min_k4`, then `d * sc` and `dmin * m` rounded once each.
 #[inline(always)]
-fn k4_scales(s: &[u8], d: f32, dmin: f32) -> ([f32; 8], [f32; 8]) {
+pub(crate) fn k4_scales(s: &[u8], d: f32, dmin: f32) -> ([f32; 8], [f32; 8]) {
     let Ok(s) = <&[u8; 12]>::try_from(s) else { return ([0.0; 8], [0.0; 8]) };
     let sm: [(u8, u8); 8] = std::array::from_fn(|j| quants::scale_min_k4(j, s));
     (sm.map(|(sc, _)| d * sc as f32), sm.map(|(_, m)| dmin * m as f32))

@@ -34,6 +34,24 @@ const C: usize = 3;
 /// Weight rows of a tile with one activation row.
 const R1: usize = 8;
 
+/// `$f::<RR>(args)` for `RR` = `$n`, from 1 to `R1` (nothing for others).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+macro_rules! with_rows {
+    ($n:expr, $f:ident($($a:expr),*)) => {
+        match $n {
+            8 => $f::<8>($($a),*),
+            7 => $f::<7>($($a),*),
+            6 => $f::<6>($($a),*),
+            5 => $f::<5>($($a),*),
+            4 => $f::<4>($($a),*),
+            3 => $f::<3>($($a),*),
+            2 => $f::<2>($($a),*),
+            1 => $f::<1>($($a),*),
+            _ => {}
+        }
+    };
+}
+
 /// Reusable buffers of one thread.
 #[derive(Default)]
 pub struct Scratch {
@@ -66,6 +84,12 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
         return;
     }
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    if t == 1 && dtype == DType::Q4_K && k.is_multiple_of(256) && super::decode::has_avx512() && rows.iter().take(n).all(|r| r.len() >= k / 256 * 144) {
+        // SAFETY: the CPU has AVX-512 F and BW (checked); every row holds k / 256 blocks.
+        unsafe { q4_k_one_row(&rows[..n], &xs[..k], &mut yt[..n], next) };
+        return;
+    }
     if t == 1 && dtype == DType::Q8_0 && k.is_multiple_of(Q8_0_QK) && rows.iter().take(n).all(|r| r.len() >= k / Q8_0_QK * Q8_0_BYTES) {
         // SAFETY: AVX2, FMA and F16C are enabled for this build; every row holds k / 32 blocks.
         unsafe { q8_0_one_row(&rows[..n], &xs[..k], &mut yt[..n], next) };
@@ -167,17 +191,7 @@ pub(crate) fn prefetch(bytes: &[u8]) {
 /// SAFETY: AVX2, FMA and F16C enabled; each row holds `2 · x.len()` bytes.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 unsafe fn halves_one_row(f16: bool, rows: &[&[u8]], x: &[f32], y: &mut [f32], next: &[&[u8]]) {
-    match rows.len() {
-        8 => halves_tile::<8>(f16, rows, x, y, next),
-        7 => halves_tile::<7>(f16, rows, x, y, next),
-        6 => halves_tile::<6>(f16, rows, x, y, next),
-        5 => halves_tile::<5>(f16, rows, x, y, next),
-        4 => halves_tile::<4>(f16, rows, x, y, next),
-        3 => halves_tile::<3>(f16, rows, x, y, next),
-        2 => halves_tile::<2>(f16, rows, x, y, next),
-        1 => halves_tile::<1>(f16, rows, x, y, next),
-        _ => {}
-    }
+    with_rows!(rows.len(), halves_tile(f16, rows, x, y, next))
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
@@ -246,17 +260,7 @@ const Q8_0_BYTES: usize = 34;
 /// row holds `x.len() / 32` blocks.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 unsafe fn q8_0_one_row(rows: &[&[u8]], x: &[f32], y: &mut [f32], next: &[&[u8]]) {
-    match rows.len() {
-        8 => q8_0_tile::<8>(rows, x, y, next),
-        7 => q8_0_tile::<7>(rows, x, y, next),
-        6 => q8_0_tile::<6>(rows, x, y, next),
-        5 => q8_0_tile::<5>(rows, x, y, next),
-        4 => q8_0_tile::<4>(rows, x, y, next),
-        3 => q8_0_tile::<3>(rows, x, y, next),
-        2 => q8_0_tile::<2>(rows, x, y, next),
-        1 => q8_0_tile::<1>(rows, x, y, next),
-        _ => {}
-    }
+    with_rows!(rows.len(), q8_0_tile(rows, x, y, next))
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
@@ -287,6 +291,85 @@ unsafe fn q8_0_tile<const RR: usize>(rows: &[&[u8]], x: &[f32], y: &mut [f32], n
                     let q = _mm_loadl_epi64(p[r].add(at + 2 + 8 * g) as *const __m128i);
                     let w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d[r]);
                     *a = _mm256_fmadd_ps(w, xv, *a);
+                }
+            }
+        }
+        for (l, a) in lanes.iter_mut().zip(acc) {
+            *l = _mm256_add_ps(*l, a);
+        }
+    }
+    for (l, out) in lanes.iter().zip(y.iter_mut()) {
+        let mut v = [0f32; 8];
+        _mm256_storeu_ps(v.as_mut_ptr(), *l);
+        *out = finish(&v, &[], &[]);
+    }
+}
+
+/// One activation row against up to `R1` Q4_K rows read in place, with
+/// AVX-512: each sub-block's sixteen possible values (`(d · sc) · q − dmin · m`
+/// with the decoder's two roundings) in a table, sixteen values looked up per
+/// permute as `decode::avx512::q4_k` does, and the values go straight into
+/// their fused multiply-adds, eight at a time in element order, one chain per
+/// block (a block is `KC` long), as `tile` and `finish` add them. The scales
+/// are read as scalars and broadcast (not permuted out of a vector): the
+/// permutes all use one port, and that port is this kernel's limit. While a
+/// block is read, the same block of the rows `next` holds is asked for (into L2).
+///
+/// SAFETY: the CPU has AVX-512 F and BW; `x.len()` is a multiple of 256 and
+/// each row holds `x.len() / 256` blocks of 144 bytes.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+unsafe fn q4_k_one_row(rows: &[&[u8]], x: &[f32], y: &mut [f32], next: &[&[u8]]) {
+    with_rows!(rows.len(), q4_k_tile(rows, x, y, next))
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q4_k_tile<const RR: usize>(rows: &[&[u8]], x: &[f32], y: &mut [f32], next: &[&[u8]]) {
+    use std::arch::x86_64::*;
+    const _: () = assert!(KC == 256);
+    const SIZE: usize = 144;
+    let nb = x.len() / 256;
+    let p: [*const u8; RR] = std::array::from_fn(|r| rows[r].as_ptr());
+    let ahead: [Option<&[u8]>; RR] = std::array::from_fn(|r| next.get(r).copied().filter(|n| n.len() >= nb * SIZE));
+    let half = |b: *const u8| _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128((b as *const u16).read_unaligned() as i32)));
+    let iota = _mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.);
+    let mask = _mm512_set1_epi32(0x0F);
+    let bytes16 = |q: *const u8| _mm512_cvtepu8_epi32(_mm_loadu_si128(q as *const __m128i));
+    let mut lanes = [_mm256_setzero_ps(); RR];
+    for blk in 0..nb {
+        let at = blk * SIZE;
+        for a in ahead.iter().flatten() {
+            for off in [0, 64, 128] {
+                _mm_prefetch::<_MM_HINT_T1>(a.as_ptr().add(at + off) as *const i8);
+            }
+        }
+        // Each row's 8 scales and 8 mins as f32 (`d · sc`, `dmin · m`, one rounding each).
+        let sm: [([f32; 8], [f32; 8]); RR] = std::array::from_fn(|r| {
+            let b = p[r].add(at);
+            super::decode::k4_scales(std::slice::from_raw_parts(b.add(4), 12), half(b), half(b.add(2)))
+        });
+        let xb = x.as_ptr().add(blk * 256);
+        let mut acc = [_mm256_setzero_ps(); RR];
+        for c in 0..4 {
+            let xs: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(xb.add(64 * c + 8 * i)));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let (ds, ms) = &sm[r];
+                let t1 = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(ds[2 * c]), iota), _mm512_set1_ps(ms[2 * c]));
+                let t2 = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(ds[2 * c + 1]), iota), _mm512_set1_ps(ms[2 * c + 1]));
+                let qs = p[r].add(at + 16 + 32 * c);
+                let (q0, q1) = (bytes16(qs), bytes16(qs.add(16)));
+                // Elements 64c + 0..16, 16..32 (low nibbles), 32..48, 48..64 (high).
+                let v = [
+                    _mm512_permutexvar_ps(_mm512_and_si512(q0, mask), t1),
+                    _mm512_permutexvar_ps(_mm512_and_si512(q1, mask), t1),
+                    _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(q0), t2),
+                    _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(q1), t2),
+                ];
+                for (i, v) in v.into_iter().enumerate() {
+                    let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+                    *a = _mm256_fmadd_ps(_mm512_castps512_ps256(v), xs[2 * i], *a);
+                    *a = _mm256_fmadd_ps(high, xs[2 * i + 1], *a);
                 }
             }
         }
@@ -468,31 +551,37 @@ mod tests {
                             }
                         })
                         .collect();
-                    let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
-                    let xs = vals(3, k);
-                    let (mut fast, mut plain) = (vec![0f32; n], vec![0f32; n]);
-                    rows_times_acts(dtype, &refs, &xs, k, &mut fast, &mut s, &[]);
-                    rows_times_acts_ref(dtype, &refs, &xs, k, &mut plain);
-                    assert_eq!(bits(&fast), bits(&plain), "{dtype} k = {k}, rows = {n}");
+                    one_activation_row_equals_the_twin(dtype, &rows, k, &mut s);
                 }
             }
         }
     }
 
+    /// `rows` (each of `k` elements of `dtype`) times one activation row, the
+    /// kernels against the plain twin, bit for bit.
+    fn one_activation_row_equals_the_twin(dtype: DType, rows: &[Vec<u8>], k: usize, s: &mut Scratch) {
+        let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
+        let xs = vals(3, k);
+        let n = rows.len();
+        let (mut fast, mut plain) = (vec![0f32; n], vec![0f32; n]);
+        rows_times_acts(dtype, &refs, &xs, k, &mut fast, s, &[]);
+        rows_times_acts_ref(dtype, &refs, &xs, k, &mut plain);
+        assert_eq!(bits(&fast), bits(&plain), "{dtype} k = {k}, rows = {n}");
+    }
+
     #[test]
-    fn q8_0_rows_with_one_activation_row_equal_the_twin() {
-        // The fused one-row kernel (and past 8 rows, its tiles); scales
-        // include zero and subnormal ones.
+    fn quantised_rows_with_one_activation_row_equal_the_twin() {
+        // The fused one-row kernels (and past 8 rows, their tiles); scales
+        // include zero and subnormal ones. Q4_K's takes AVX-512 (else the
+        // decoding path runs, held to the same twin).
         let mut s = Scratch::default();
-        for k in [32, 96, 256, 288, 1024] {
-            for n in [1, 3, 8, 13, 16] {
-                let rows: Vec<Vec<u8>> = (0..n).map(|j| crate::engine::kernels::decode::synthetic_blocks(DType::Q8_0, k / 32, 11 + j as u64, true)).collect();
-                let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
-                let xs = vals(3, k);
-                let (mut fast, mut plain) = (vec![0f32; n], vec![0f32; n]);
-                rows_times_acts(DType::Q8_0, &refs, &xs, k, &mut fast, &mut s, &[]);
-                rows_times_acts_ref(DType::Q8_0, &refs, &xs, k, &mut plain);
-                assert_eq!(bits(&fast), bits(&plain), "k = {k}, rows = {n}");
+        for (dtype, ks) in [(DType::Q8_0, [32, 96, 256, 288, 1024]), (DType::Q4_K, [256, 512, 768, 1024, 3072])] {
+            let block = dtype.block().0;
+            for k in ks {
+                for n in [1, 3, 8, 13, 16] {
+                    let rows: Vec<Vec<u8>> = (0..n).map(|j| crate::engine::kernels::decode::synthetic_blocks(dtype, k / block, 11 + j as u64, true)).collect();
+                    one_activation_row_equals_the_twin(dtype, &rows, k, &mut s);
+                }
             }
         }
     }
