@@ -227,8 +227,11 @@ fn raw_f32(p: &Path) -> Vec<f32> {
 const GGML_MROPE: u32 = 8;
 const GGML_IMROPE: u32 = 40;
 
+/// A ggml case's RopeConfig, head dim, heads, positions, input and output.
+type GgmlRun = (RopeConfig, usize, usize, Vec<[i64; 4]>, Vec<f32>, Vec<f32>);
+
 /// The RopeConfig a ggml case encodes, its positions, and the ops's inputs/outputs.
-fn ggml_case(c: &GgmlCase) -> (RopeConfig, usize, usize, Vec<[i64; 4]>, Vec<f32>, Vec<f32>) {
+fn ggml_case(c: &GgmlCase) -> GgmlRun {
     let name = c.s("name");
     let (mode, hd, heads, n_dims, t): (u32, usize, usize, usize, usize) = (c.n("mode"), c.n("hd"), c.n("heads"), c.n("n_dims"), c.n("T"));
     let pairing = if mode == 0 { Pairing::Adjacent } else { Pairing::HalfSplit };

@@ -36,6 +36,8 @@ pub(crate) struct Moe {
     pub(crate) softmax_before_topk: bool,
 }
 
+// One per layer, built once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Ffn {
     Dense(Mlp),
     Moe(Moe),

@@ -262,8 +262,8 @@ fn q5_1(b: &BlockQ5_1, y: &mut [f32; QK]) {
 #[inline(always)]
 fn q8_0(b: &BlockQ8_0, y: &mut [f32; QK]) {
     let d = f32_of(b.d);
-    for j in 0..QK {
-        y[j] = b.qs[j] as f32 * d;
+    for (y, &q) in y.iter_mut().zip(&b.qs) {
+        *y = q as f32 * d;
     }
 }
 

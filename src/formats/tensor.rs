@@ -120,6 +120,9 @@ impl Backing {
     pub fn len(&self) -> usize {
         self.bytes().len()
     }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One named weight tensor in its stored dtype.

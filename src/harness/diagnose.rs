@@ -392,6 +392,8 @@ fn sub_key(s: &Scored) -> (f64, f64) {
     s.vs_subject.map_or((f64::INFINITY, 0.0), |x| (x.nmse, -x.cosine))
 }
 
+// One at a time, on the stack for a loop turn: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum MaybeOwned<'a> {
     Borrowed(&'a Model),
     Owned(Model),

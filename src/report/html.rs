@@ -42,8 +42,11 @@ fn class(v: Verdict) -> &'static str {
     }
 }
 
-/// (layer row labels, stage columns, cell per row and column, the divergent cell)
-fn grid(c: &Comparison, metric: &str, first: Option<&str>) -> (Vec<String>, Vec<String>, Vec<Vec<Cell>>, Option<(usize, usize)>) {
+/// Layer row labels, stage columns, cell per row and column, the divergent cell.
+type Grid = (Vec<String>, Vec<String>, Vec<Vec<Cell>>, Option<(usize, usize)>);
+
+/// The comparison as a [`Grid`].
+fn grid(c: &Comparison, metric: &str, first: Option<&str>) -> Grid {
     let col_of = |stage: &str| split_layer(stage).map_or(stage.to_string(), |(_, s)| s.to_string());
     let mut rows: Vec<String> = Vec::new();
     let mut cols: Vec<String> = Vec::new();

@@ -183,7 +183,7 @@ fn subject_trace(c: &Contract, reference: &Trace, stage: &str) -> Result<Trace> 
         Subject::Trace(dir) => Trace::open(dir),
         Subject::Engine { model, dtype, layers, settings } => {
             let keep = stage.to_string();
-            let opts = RunOptions { dtype: *dtype, layers: *layers, settings: settings.clone(), stages: Some(std::sync::Arc::new(move |n: &str| n == keep)), ..Default::default() };
+            let opts = RunOptions { dtype: *dtype, layers: *layers, settings: settings.clone(), stages: Some(std::sync::Arc::new(move |n: &str| n == keep)) };
             engine::trace_like(model, reference, &opts)
         }
     }

@@ -118,8 +118,8 @@ pub(in super::super) unsafe fn dot_rows(dtype: DType, ws: &[&[u8]], acts: &QActs
             });
             for (r, w) in eight.iter().enumerate() {
                 let (sc, m, d, dmin) = scales(dtype, w, b);
-                for j in 0..16 {
-                    pk.sc[j][r] = sc[j];
+                for (lanes, s) in pk.sc.iter_mut().zip(sc) {
+                    lanes[r] = s;
                 }
                 for h in 0..8 {
                     pk.m[h][2 * r] = m[2 * h];
@@ -216,9 +216,9 @@ unsafe fn tile<const CC: usize, const SUBS: usize>(packed: &[Packed], dtype: DTy
         let mut m = [_mm256_setzero_si256(); CC];
         for h in 0..8 {
             let mv = _mm256_load_si256(pk.m[h].as_ptr() as *const __m256i);
-            for c in 0..CC {
+            for (c, m) in m.iter_mut().enumerate() {
                 let bs = acts.bsums.as_ptr().add((first + c) * k / BSUM + b * (QK_K / BSUM) + 2 * h) as *const i32;
-                m[c] = _mm256_add_epi32(m[c], _mm256_madd_epi16(mv, _mm256_set1_epi32(bs.read_unaligned())));
+                *m = _mm256_add_epi32(*m, _mm256_madd_epi16(mv, _mm256_set1_epi32(bs.read_unaligned())));
             }
         }
         let d = _mm256_load_ps(pk.d.as_ptr());
