@@ -13,11 +13,7 @@ pub enum Error {
     },
     /// A file whose bytes do not have the expected structure.
     #[error("{path}: {item}: {msg}")]
-    Format {
-        path: PathBuf,
-        item: String,
-        msg: String,
-    },
+    Format { path: PathBuf, item: String, msg: String },
     /// A model whose configuration or weights disagree with what the engine needs.
     #[error("model {model}: {msg}")]
     Model { model: String, msg: String },

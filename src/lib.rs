@@ -3,8 +3,8 @@
 //! Four rooms with one-way doors (see ARCHITECTURE.md):
 //! `formats` → `engine` → `harness` → `report`; `cli` sits on top.
 
-pub mod error;
 pub mod engine;
+pub mod error;
 pub mod formats;
 pub mod harness;
 pub mod report;

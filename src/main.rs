@@ -249,8 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Diff { a, b, stages, format } => {
-            let report = harness::diff::diff(&a, &b, stages.as_deref())
-                .with_context(|| format!("comparing {} with {}", a.display(), b.display()))?;
+            let report = harness::diff::diff(&a, &b, stages.as_deref()).with_context(|| format!("comparing {} with {}", a.display(), b.display()))?;
             out(&render::diff(&report, format)?)?;
             Ok(if report.comparison.findings.iter().any(|f| f.fails) { 1 } else { 0 })
         }

@@ -118,7 +118,9 @@ fn an_unusual_theta_is_fitted_from_the_subjects_own_data() {
     t.save(&dir.join("subject"), false).unwrap();
     let text = format!(
         "id: theta-fit\nclaim: fit\nsubject: {{trace: {}}}\nreference: {}\nmodel: {}\ngates:\n  - stages: \"*\"\n    cosine: {{min: 0.99999}}  # f32 vs f32\n",
-        dir.join("subject").display(), reference.display(), model.display()
+        dir.join("subject").display(),
+        reference.display(),
+        model.display()
     );
     let c = Contract::parse(&dir.join("c.yaml"), &text).unwrap();
     let b = bisect(&c, None).unwrap();

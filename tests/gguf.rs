@@ -109,9 +109,7 @@ fn bit_identical(name: &str) {
     let f = golden();
     let t = f.tensor(name).unwrap();
     assert_eq!(t.shape, [4, 512], "{name}");
-    let NpyData::F32(want) = npy::read(&data(&format!("{name}.npy")), None).unwrap().data else {
-        panic!("{name}.npy is not f32")
-    };
+    let NpyData::F32(want) = npy::read(&data(&format!("{name}.npy")), None).unwrap().data else { panic!("{name}.npy is not f32") };
     let got = t.to_f32();
     assert_eq!(got.len(), want.len(), "{name}");
     if let Some(i) = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits()) {

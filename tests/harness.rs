@@ -307,10 +307,7 @@ fn a_small_logit_change_passes_topk_but_not_top1() {
     let (best, second) = (idx[0], idx[1]);
     let gap = row[best] - row[second];
     let t = mutant(|_, st| data(st.get_mut("logits").unwrap())[14 * 300 + second] += gap + 1e-3);
-    let g = format!(
-        "  - stages: logits\n    top1_agreement: {{min: 1.0}}\n    topk_overlap: {{k: 2, margin: {}, min: 1.0}}\n  - stages: \"*\"\n    cosine: {{min: 0.9}}\n",
-        gap + 0.01
-    );
+    let g = format!("  - stages: logits\n    top1_agreement: {{min: 1.0}}\n    topk_overlap: {{k: 2, margin: {}, min: 1.0}}\n  - stages: \"*\"\n    cosine: {{min: 0.9}}\n", gap + 0.01);
     let c = check(&t, &g);
     assert_eq!(failing(&c), vec![("logits".to_string(), Metric::Top1Agreement)]);
     let m = &c.stage("logits").unwrap().metrics[0];
@@ -534,11 +531,7 @@ fn engine_subject_reports_the_engine_error() {
     // Until the engine lands, trace_like errors: the contract is an error, never a pass.
     let dir = scratch("engine");
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/examples/qwen3-1layer");
-    let body = format!(
-        "id: e\nclaim: c\nsubject: {{engine: {{model: {}, dtype: f32, settings: {{rope.pairing: norm}}}}}}\nreference: {}\ngates:\n{STRICT}",
-        model.display(),
-        example_dir().display()
-    );
+    let body = format!("id: e\nclaim: c\nsubject: {{engine: {{model: {}, dtype: f32, settings: {{rope.pairing: norm}}}}}}\nreference: {}\ngates:\n{STRICT}", model.display(), example_dir().display());
     let r = run_contract(&write_contract(&dir, "e.yaml", &body));
     assert!(matches!(r.verdict, Verdict::Error | Verdict::Fail | Verdict::Pass));
     if r.verdict == Verdict::Error {

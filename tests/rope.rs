@@ -243,16 +243,9 @@ fn ggml_case(c: &GgmlCase) -> GgmlRun {
         "freq_factors" => RopeScaling::FreqFactors { factors: raw_f32(&data(&format!("ggml/{name}.ff.f32"))) },
         "linear" => RopeScaling::Linear { factor: nums(0) },
         "llama3" => RopeScaling::Llama3 { factor: nums(0), low_freq_factor: nums(1), high_freq_factor: nums(2), original_max_position: nums(3) },
-        "yarn" => RopeScaling::Yarn {
-            factor: nums(0),
-            original_max_position: nums(1),
-            beta_fast: nums(2),
-            beta_slow: nums(3),
-            attention_factor: None,
-            mscale: None,
-            mscale_all_dim: None,
-            truncate: true,
-        },
+        "yarn" => {
+            RopeScaling::Yarn { factor: nums(0), original_max_position: nums(1), beta_fast: nums(2), beta_slow: nums(3), attention_factor: None, mscale: None, mscale_all_dim: None, truncate: true }
+        }
         "zeropad" => {
             (rd, layout) = (nums(0) as usize, PartialLayout::HalfSplitZeroPad);
             RopeScaling::None
@@ -446,7 +439,12 @@ fn multi_axis_positions_change_the_result() {
     let base = rotated(&rope, &x, heads, &[[5, 5, 5, 0]]);
     for (axis, p) in [[5, 9, 5, 0], [5, 5, 9, 0], [5, 5, 5, 9]].iter().enumerate() {
         let y = rotated(&rope, &x, heads, &[*p]);
-        let changed: Vec<usize> = (0..32).filter(|&k| { let (a, b) = rope.pair(k); y[a] != base[a] || y[b] != base[b] }).collect();
+        let changed: Vec<usize> = (0..32)
+            .filter(|&k| {
+                let (a, b) = rope.pair(k);
+                y[a] != base[a] || y[b] != base[b]
+            })
+            .collect();
         assert_eq!(changed, (8 * (axis + 1)..8 * (axis + 2)).collect::<Vec<_>>(), "axis {}", axis + 1);
     }
 }
@@ -569,4 +567,3 @@ fn pairing_is_detected_with_each_candidates_cosine() {
         }
     }
 }
-

@@ -36,9 +36,7 @@ impl Rng {
 
 impl Sampler {
     fn pick(&self, logits: &[f32], rng: &mut Rng) -> u32 {
-        let argmax = || {
-            logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as u32
-        };
+        let argmax = || logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as u32;
         if self.temperature <= 0.0 {
             return argmax();
         }
@@ -51,7 +49,13 @@ impl Sampler {
         ops::softmax(&mut p);
         // Nucleus: keep the smallest prefix whose mass reaches top_p.
         let mut mass = 0.0;
-        let keep = p.iter().position(|&x| { mass += x; mass >= self.top_p }).map_or(p.len(), |i| i + 1);
+        let keep = p
+            .iter()
+            .position(|&x| {
+                mass += x;
+                mass >= self.top_p
+            })
+            .map_or(p.len(), |i| i + 1);
         let total: f32 = p[..keep].iter().sum();
         let mut u = rng.next_f32() * total;
         for (j, &x) in p[..keep].iter().enumerate() {
@@ -94,11 +98,7 @@ pub fn run_prompt(model_path: &std::path::Path, prompt: &str, n: usize, chat: bo
     use crate::formats::tokenizer::{render_chat, Tokenizer};
     let (model, src) = crate::engine::load(model_path, &crate::engine::RunOptions::default())?;
     // A GGUF's own vocabulary first; else a tokenizer.json beside it or one folder up.
-    let gguf_tok = if model_path.is_dir() {
-        None
-    } else {
-        crate::formats::gguf::GgufFile::open(model_path).ok().and_then(|f| Tokenizer::from_gguf(&f).ok())
-    };
+    let gguf_tok = if model_path.is_dir() { None } else { crate::formats::gguf::GgufFile::open(model_path).ok().and_then(|f| Tokenizer::from_gguf(&f).ok()) };
     let tok = match gguf_tok {
         Some(t) => t,
         None => {
@@ -115,9 +115,7 @@ pub fn run_prompt(model_path: &std::path::Path, prompt: &str, n: usize, chat: bo
         }
     };
     let text = if chat {
-        let t = src.config.chat_template.as_ref().ok_or_else(|| {
-            Error::format(model_path, "chat_template", "--chat needs a chat template (tokenizer_config.json or chat_template.jinja)")
-        })?;
+        let t = src.config.chat_template.as_ref().ok_or_else(|| Error::format(model_path, "chat_template", "--chat needs a chat template (tokenizer_config.json or chat_template.jinja)"))?;
         render_chat(&t.value, prompt)?
     } else {
         prompt.to_string()
@@ -151,8 +149,14 @@ mod tests {
         let g = Sampler::default();
         assert_eq!(g.pick(&logits, &mut Rng(1)), 1);
         let s = Sampler { temperature: 1.0, top_k: 2, top_p: 1.0, seed: 7 };
-        let a: Vec<u32> = { let mut r = Rng(7); (0..20).map(|_| s.pick(&logits, &mut r)).collect() };
-        let b: Vec<u32> = { let mut r = Rng(7); (0..20).map(|_| s.pick(&logits, &mut r)).collect() };
+        let a: Vec<u32> = {
+            let mut r = Rng(7);
+            (0..20).map(|_| s.pick(&logits, &mut r)).collect()
+        };
+        let b: Vec<u32> = {
+            let mut r = Rng(7);
+            (0..20).map(|_| s.pick(&logits, &mut r)).collect()
+        };
         assert_eq!(a, b);
         assert!(a.iter().all(|&t| t == 1 || t == 2), "top-k 2 keeps only the two best");
         let nucleus = Sampler { temperature: 1.0, top_k: 0, top_p: 0.01, seed: 3 };

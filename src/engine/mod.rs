@@ -42,12 +42,7 @@ pub type StageFilter = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunOptions")
-            .field("dtype", &self.dtype)
-            .field("layers", &self.layers)
-            .field("settings", &self.settings)
-            .field("stages", &self.stages.as_ref().map(|_| "<filter>"))
-            .finish()
+        f.debug_struct("RunOptions").field("dtype", &self.dtype).field("layers", &self.layers).field("settings", &self.settings).field("stages", &self.stages.as_ref().map(|_| "<filter>")).finish()
     }
 }
 
@@ -73,11 +68,7 @@ pub fn trace_like(model: &Path, like: &Trace, opts: &RunOptions) -> Result<Trace
     let (m, src) = load(model, opts)?;
     let lm = &like.manifest;
     let mut rec = sink::Recorder::new(|n: &str| opts.stages.as_ref().is_none_or(|f| f(n))).expecting_rows(lm.tokens.len());
-    let tokens: Vec<u32> = lm
-        .tokens
-        .iter()
-        .map(|&t| u32::try_from(t).map_err(|_| Error::mismatch(format!("{}: token id {t} is negative", like.dir.display()))))
-        .collect::<Result<_>>()?;
+    let tokens: Vec<u32> = lm.tokens.iter().map(|&t| u32::try_from(t).map_err(|_| Error::mismatch(format!("{}: token id {t} is negative", like.dir.display())))).collect::<Result<_>>()?;
     let positions: Vec<[i64; 4]> = match &lm.positions {
         Some(p) => p
             .iter()
@@ -112,15 +103,8 @@ pub fn trace_like(model: &Path, like: &Trace, opts: &RunOptions) -> Result<Trace
     for (name, r) in rec.stages {
         let mut shape = vec![r.rows()];
         shape.extend(&r.tail);
-        let (data, dtype) = if r.is_ids {
-            (NpyData::I64(r.ids.iter().map(|&x| x as i64).collect()), DType::I32)
-        } else {
-            (NpyData::F32(r.f32), DType::F32)
-        };
-        entries.insert(
-            name.clone(),
-            crate::formats::trace::StageEntry { file: format!("{name}.npy"), shape: shape.clone(), dtype: dtype.name().into(), rows: None, extra: Default::default() },
-        );
+        let (data, dtype) = if r.is_ids { (NpyData::I64(r.ids.iter().map(|&x| x as i64).collect()), DType::I32) } else { (NpyData::F32(r.f32), DType::F32) };
+        entries.insert(name.clone(), crate::formats::trace::StageEntry { file: format!("{name}.npy"), shape: shape.clone(), dtype: dtype.name().into(), rows: None, extra: Default::default() });
         stages.insert(name.clone(), Stage { name, shape, dtype, rows: 0..n, data });
     }
     let mut settings = BTreeMap::new();
@@ -138,13 +122,7 @@ pub fn trace_like(model: &Path, like: &Trace, opts: &RunOptions) -> Result<Trace
             command: Some(format!("parity trace --model {} --like {}", model.display(), like.dir.display())),
             extra: Default::default(),
         },
-        model: Some(ModelRef {
-            path: Some(model.display().to_string()),
-            sha256: src.sha256().ok(),
-            arch: Some(m.cfg.arch.clone()),
-            dtype: Some(src.dtype.name().into()),
-            extra: Default::default(),
-        }),
+        model: Some(ModelRef { path: Some(model.display().to_string()), sha256: src.sha256().ok(), arch: Some(m.cfg.arch.clone()), dtype: Some(src.dtype.name().into()), extra: Default::default() }),
         settings,
         tokens: lm.tokens.clone(),
         positions: lm.positions.clone(),

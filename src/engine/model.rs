@@ -104,9 +104,7 @@ impl Model {
         let c = &cfg;
         let (d, h, kv, hd) = (c.hidden.value, c.n_heads.value, c.n_kv_heads.value, c.head_dim.value);
         let n_layers = match layers {
-            Some(k) if k > c.n_layers.value => {
-                return Err(Error::model(name, format!("--layers {k} exceeds the model's {} layers", c.n_layers.value)))
-            }
+            Some(k) if k > c.n_layers.value => return Err(Error::model(name, format!("--layers {k} exceeds the model's {} layers", c.n_layers.value))),
             Some(k) => k,
             None => c.n_layers.value,
         };
@@ -145,11 +143,7 @@ impl Model {
         }
         let partial = n_layers < c.n_layers.value;
         let final_norm = if partial { Vec::new() } else { vec_f32(w, "model.norm.weight", d, name)? };
-        let lm_head = if c.tied_embeddings.value || partial {
-            Linear { w: embed.clone(), bias: None, round_input: false }
-        } else {
-            linear(w, "lm_head", c.vocab.value, d, false, name)?
-        };
+        let lm_head = if c.tied_embeddings.value || partial { Linear { w: embed.clone(), bias: None, round_input: false } } else { linear(w, "lm_head", c.vocab.value, d, false, name)? };
         let rope = Rope::new(&c.rope, hd).map_err(|e| Error::model(name, e.to_string()))?;
         let mut m = Model { embed, layers: out, final_norm, lm_head, rope, partial, eng, cfg };
         if m.eng.activation_rounding {
@@ -346,15 +340,7 @@ pub(crate) fn attention(q: &[f32], kc: &[f32], vc: &[f32], kpos: &[i64], qpos: &
         let qv = &q[th * hd..(th + 1) * hd];
         let p = qpos[t][0];
         let visible = |j: usize| kpos[j] <= p && window.is_none_or(|w| p - kpos[j] < w as i64);
-        let mut s: Vec<f32> = (0..n)
-            .map(|j| {
-                if visible(j) {
-                    ops::dot(qv, &kc[(j * nkv + kh) * hd..(j * nkv + kh + 1) * hd]) * scale
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-            .collect();
+        let mut s: Vec<f32> = (0..n).map(|j| if visible(j) { ops::dot(qv, &kc[(j * nkv + kh) * hd..(j * nkv + kh + 1) * hd]) * scale } else { f32::NEG_INFINITY }).collect();
         ops::softmax(&mut s);
         for (j, &pj) in s.iter().enumerate() {
             if pj > 0.0 {
@@ -446,9 +432,7 @@ pub(crate) fn moe_forward(m: &Moe, x: &[f32], d: usize, layer: usize, sink: &mut
     // in parallel; their outputs are then added in ascending expert order.
     let routed: Vec<(usize, Vec<(usize, f32)>)> = (0..e)
         .map(|ex| {
-            let rows = (0..t)
-                .filter_map(|r| (0..m.top_k).find(|&k| ids[r * m.top_k + k] == ex as i32).map(|k| (r, wts[r * m.top_k + k])))
-                .collect::<Vec<_>>();
+            let rows = (0..t).filter_map(|r| (0..m.top_k).find(|&k| ids[r * m.top_k + k] == ex as i32).map(|k| (r, wts[r * m.top_k + k]))).collect::<Vec<_>>();
             (ex, rows)
         })
         .filter(|(_, rows)| !rows.is_empty())

@@ -29,9 +29,22 @@ impl Default for EngineSettings {
 }
 
 pub const KNOWN: &[&str] = &[
-    "rope.pairing", "rope.theta", "rope.scaling", "rope.rotary_dim", "rope.partial_layout", "qk_norm", "norm.eps",
-    "norm.eps_placement", "norm.weight_offset", "moe.renormalize", "moe.softmax_before_topk",
-    "attn_scale", "sliding_window", "kv_cache_dtype", "decode_position_offset", "activation_rounding",
+    "rope.pairing",
+    "rope.theta",
+    "rope.scaling",
+    "rope.rotary_dim",
+    "rope.partial_layout",
+    "qk_norm",
+    "norm.eps",
+    "norm.eps_placement",
+    "norm.weight_offset",
+    "moe.renormalize",
+    "moe.softmax_before_topk",
+    "attn_scale",
+    "sliding_window",
+    "kv_cache_dtype",
+    "decode_position_offset",
+    "activation_rounding",
 ];
 
 fn ov<T>(v: T, key: &str, val: &Value) -> Sourced<T> {

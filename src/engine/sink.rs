@@ -43,7 +43,11 @@ pub struct Recorded {
 impl Recorded {
     pub fn rows(&self) -> usize {
         let per: usize = self.tail.iter().product::<usize>().max(1);
-        if self.is_ids { self.ids.len() / per } else { self.f32.len() / per }
+        if self.is_ids {
+            self.ids.len() / per
+        } else {
+            self.f32.len() / per
+        }
     }
 }
 

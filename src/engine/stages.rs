@@ -185,11 +185,7 @@ impl StageInputs for crate::formats::trace::Trace {
     fn rows(&self, stage: &str) -> Result<Vec<f32>> {
         let s = self.load(stage)?;
         if s.rows != (0..self.n_rows()) {
-            return Err(Error::mismatch(format!(
-                "{}: stage {stage} holds rows {:?} only; isolated recomputation needs every row",
-                self.dir.display(),
-                s.rows
-            )));
+            return Err(Error::mismatch(format!("{}: stage {stage} holds rows {:?} only; isolated recomputation needs every row", self.dir.display(), s.rows)));
         }
         match s.data {
             crate::formats::npy::NpyData::F32(v) => Ok(v),

@@ -81,8 +81,13 @@ pub enum PartialLayout {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum RopeScaling {
     None,
-    Linear { factor: f64 },
-    Dynamic { factor: f64, max_position: f64 },
+    Linear {
+        factor: f64,
+    },
+    Dynamic {
+        factor: f64,
+        max_position: f64,
+    },
     /// transformers v5 `_compute_yarn_parameters`: `attention_factor` when given, else
     /// `get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)` when both are
     /// set (DeepSeek), else `get_mscale(factor)`.
@@ -96,10 +101,17 @@ pub enum RopeScaling {
         mscale_all_dim: Option<f64>,
         truncate: bool,
     },
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position: f64 },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position: f64,
+    },
     /// Per-pair divisors of the frequency, as ggml applies a `rope_freqs` tensor
     /// (how llama.cpp's converter stores llama3 scaling).
-    FreqFactors { factors: Vec<f32> },
+    FreqFactors {
+        factors: Vec<f32>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize)]

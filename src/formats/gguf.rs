@@ -189,9 +189,23 @@ pub fn dtype_from_ggml(id: u32) -> Option<DType> {
 /// ggml's name of a type id we do not read, so the error says what the file holds.
 fn ggml_type_name(id: u32) -> Option<&'static str> {
     const NAMES: [(u32, &str); 17] = [
-        (9, "q8_1"), (15, "q8_K"), (16, "iq2_xxs"), (17, "iq2_xs"), (18, "iq3_xxs"), (19, "iq1_s"),
-        (20, "iq4_nl"), (21, "iq3_s"), (22, "iq2_s"), (23, "iq4_xs"), (24, "i8"), (25, "i16"),
-        (28, "f64"), (29, "iq1_m"), (34, "tq1_0"), (35, "tq2_0"), (39, "mxfp4"),
+        (9, "q8_1"),
+        (15, "q8_K"),
+        (16, "iq2_xxs"),
+        (17, "iq2_xs"),
+        (18, "iq3_xxs"),
+        (19, "iq1_s"),
+        (20, "iq4_nl"),
+        (21, "iq3_s"),
+        (22, "iq2_s"),
+        (23, "iq4_xs"),
+        (24, "i8"),
+        (25, "i16"),
+        (28, "f64"),
+        (29, "iq1_m"),
+        (34, "tq1_0"),
+        (35, "tq2_0"),
+        (39, "mxfp4"),
     ];
     NAMES.iter().find(|(i, _)| *i == id).map(|(_, n)| *n)
 }
@@ -233,10 +247,7 @@ impl<'a> Cursor<'a> {
         let n = self.u64(item)?;
         let most = (self.remaining() / min_item.max(1)) as u64;
         if n > most {
-            return Err(self.err(
-                item,
-                format!("{what} {n} cannot fit in the {} bytes that remain (at most {most} of at least {min_item} bytes each)", self.remaining()),
-            ));
+            return Err(self.err(item, format!("{what} {n} cannot fit in the {} bytes that remain (at most {most} of at least {min_item} bytes each)", self.remaining())));
         }
         Ok(n as usize)
     }
@@ -349,12 +360,7 @@ impl GgufFile {
         let end = start.and_then(|s| s.checked_add(len));
         match (start, end) {
             (Some(start), Some(end)) if end <= self.map.len() => Ok(start..end),
-            _ => Err(bad(format!(
-                "data at offset {} ({len} bytes) from the data section at {} runs past the end of the file ({} bytes)",
-                t.offset,
-                self.data_start,
-                self.map.len()
-            ))),
+            _ => Err(bad(format!("data at offset {} ({len} bytes) from the data section at {} runs past the end of the file ({} bytes)", t.offset, self.data_start, self.map.len()))),
         }
     }
 

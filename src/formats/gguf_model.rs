@@ -26,10 +26,7 @@ impl Meta<'_> {
         let key = self.key(k);
         match self.f.get(&key) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|x| Some(Sourced::file(x as usize, format!("gguf: {key}"))))
-                .ok_or_else(|| Error::format(&self.f.path, &key, format!("expected an integer, found {v:?}"))),
+            Some(v) => v.as_u64().map(|x| Some(Sourced::file(x as usize, format!("gguf: {key}")))).ok_or_else(|| Error::format(&self.f.path, &key, format!("expected an integer, found {v:?}"))),
         }
     }
     fn need_u(&self, k: &str) -> Result<Sourced<usize>> {
@@ -39,10 +36,7 @@ impl Meta<'_> {
         let key = self.key(k);
         match self.f.get(&key) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(|x| Some(Sourced::file(x, format!("gguf: {key}"))))
-                .ok_or_else(|| Error::format(&self.f.path, &key, format!("expected a number, found {v:?}"))),
+            Some(v) => v.as_f64().map(|x| Some(Sourced::file(x, format!("gguf: {key}")))).ok_or_else(|| Error::format(&self.f.path, &key, format!("expected a number, found {v:?}"))),
         }
     }
     fn s(&self, k: &str) -> Option<String> {
@@ -161,14 +155,8 @@ fn remap(t: Tensor, heads: usize, hd: usize) -> Result<Tensor> {
 
 pub fn open(path: &Path) -> Result<ModelSource> {
     let f = GgufFile::open(path)?;
-    let gguf_arch = f
-        .get("general.architecture")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| Error::format(path, "general.architecture", "missing; cannot tell the architecture"))?
-        .to_string();
-    let a = arch::by_gguf(&gguf_arch).ok_or_else(|| {
-        Error::format(path, "general.architecture", format!("unknown architecture {gguf_arch:?} (known: llama, qwen2, qwen3, qwen3moe)"))
-    })?;
+    let gguf_arch = f.get("general.architecture").and_then(|v| v.as_str()).ok_or_else(|| Error::format(path, "general.architecture", "missing; cannot tell the architecture"))?.to_string();
+    let a = arch::by_gguf(&gguf_arch).ok_or_else(|| Error::format(path, "general.architecture", format!("unknown architecture {gguf_arch:?} (known: llama, qwen2, qwen3, qwen3moe)")))?;
     let m = Meta { f: &f, arch: &gguf_arch };
     let has = |n: &str| f.tensor_names().contains(&n);
     let mut notes = Vec::new();
@@ -270,19 +258,8 @@ pub fn open(path: &Path) -> Result<ModelSource> {
         head_dim,
         intermediate,
         vocab,
-        norm: NormConfig {
-            eps,
-            eps_placement: Sourced::derived(EpsPlacement::Inside, "ggml rms_norm: x / sqrt(mean(x^2) + eps)"),
-            weight_offset: Sourced::derived(0.0, "weights used as stored"),
-        },
-        rope: RopeConfig {
-            theta,
-            pairing,
-            rotary_dim,
-            partial_layout: Sourced::derived(PartialLayout::LeadingBlock, "ggml NEOX rotates the leading n_rot dims"),
-            scaling,
-            mrope: None,
-        },
+        norm: NormConfig { eps, eps_placement: Sourced::derived(EpsPlacement::Inside, "ggml rms_norm: x / sqrt(mean(x^2) + eps)"), weight_offset: Sourced::derived(0.0, "weights used as stored") },
+        rope: RopeConfig { theta, pairing, rotary_dim, partial_layout: Sourced::derived(PartialLayout::LeadingBlock, "ggml NEOX rotates the leading n_rot dims"), scaling, mrope: None },
         qk_norm,
         qkv_bias,
         o_bias,

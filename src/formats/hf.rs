@@ -56,10 +56,9 @@ impl Reader<'_> {
     fn usize(&self, key: &str) -> Result<Option<Sourced<usize>>> {
         match self.lookup(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|x| Some(Sourced::file(x as usize, format!("config.json: {key}"))))
-                .ok_or_else(|| Error::format(self.path, key, format!("expected a non-negative integer, found {v}"))),
+            Some(v) => {
+                v.as_u64().map(|x| Some(Sourced::file(x as usize, format!("config.json: {key}")))).ok_or_else(|| Error::format(self.path, key, format!("expected a non-negative integer, found {v}")))
+            }
         }
     }
     fn need_usize(&self, key: &str) -> Result<Sourced<usize>> {
@@ -68,31 +67,21 @@ impl Reader<'_> {
     fn f64(&self, key: &str) -> Result<Option<Sourced<f64>>> {
         match self.lookup(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(|x| Some(Sourced::file(x, format!("config.json: {key}"))))
-                .ok_or_else(|| Error::format(self.path, key, format!("expected a number, found {v}"))),
+            Some(v) => v.as_f64().map(|x| Some(Sourced::file(x, format!("config.json: {key}")))).ok_or_else(|| Error::format(self.path, key, format!("expected a number, found {v}"))),
         }
     }
     fn bool(&self, key: &str) -> Result<Option<Sourced<bool>>> {
         match self.lookup(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(|x| Some(Sourced::file(x, format!("config.json: {key}"))))
-                .ok_or_else(|| Error::format(self.path, key, format!("expected true or false, found {v}"))),
+            Some(v) => v.as_bool().map(|x| Some(Sourced::file(x, format!("config.json: {key}")))).ok_or_else(|| Error::format(self.path, key, format!("expected true or false, found {v}"))),
         }
     }
 }
 
 fn resolve(path: &Path, j: &Value) -> Result<ModelConfig> {
     let r = Reader { path, j };
-    let model_type = j.get("model_type").and_then(Value::as_str).ok_or_else(|| {
-        Error::format(path, "model_type", "missing; cannot tell the architecture")
-    })?;
-    let a = arch::by_model_type(model_type).ok_or_else(|| {
-        Error::format(path, "model_type", format!("unknown architecture {model_type:?} (known: {})", arch::known_model_types()))
-    })?;
+    let model_type = j.get("model_type").and_then(Value::as_str).ok_or_else(|| Error::format(path, "model_type", "missing; cannot tell the architecture"))?;
+    let a = arch::by_model_type(model_type).ok_or_else(|| Error::format(path, "model_type", format!("unknown architecture {model_type:?} (known: {})", arch::known_model_types())))?;
     let cls = format!("transformers' {model_type} config default");
 
     let hidden = r.need_usize("hidden_size")?;
@@ -101,15 +90,10 @@ fn resolve(path: &Path, j: &Value) -> Result<ModelConfig> {
     if n_heads.value == 0 || hidden.value == 0 {
         return Err(Error::format(path, "num_attention_heads", "hidden_size and num_attention_heads must be positive"));
     }
-    let n_kv_heads = r.usize("num_key_value_heads")?.unwrap_or_else(|| {
-        Sourced::default(n_heads.value, "num_key_value_heads absent: equal to num_attention_heads")
-    });
-    let head_dim = r.usize("head_dim")?.unwrap_or_else(|| {
-        Sourced::derived(hidden.value / n_heads.value, "hidden_size / num_attention_heads")
-    });
+    let n_kv_heads = r.usize("num_key_value_heads")?.unwrap_or_else(|| Sourced::default(n_heads.value, "num_key_value_heads absent: equal to num_attention_heads"));
+    let head_dim = r.usize("head_dim")?.unwrap_or_else(|| Sourced::derived(hidden.value / n_heads.value, "hidden_size / num_attention_heads"));
     if n_kv_heads.value == 0 || n_heads.value % n_kv_heads.value != 0 {
-        return Err(Error::format(path, "num_key_value_heads", format!(
-            "{} query heads cannot be grouped over {} key/value heads", n_heads.value, n_kv_heads.value)));
+        return Err(Error::format(path, "num_key_value_heads", format!("{} query heads cannot be grouped over {} key/value heads", n_heads.value, n_kv_heads.value)));
     }
     let intermediate = r.need_usize("intermediate_size")?;
     let vocab = r.need_usize("vocab_size")?;
@@ -117,36 +101,23 @@ fn resolve(path: &Path, j: &Value) -> Result<ModelConfig> {
 
     // RoPE: the newer `rope_parameters` dict, else top-level `rope_theta` + `rope_scaling`.
     let rp = if r.lookup("rope_parameters").is_some() { "rope_parameters." } else { "" };
-    let theta = r
-        .f64(&format!("{rp}rope_theta"))?
-        .or(r.f64("rope_theta")?)
-        .unwrap_or_else(|| Sourced::default(a.hf_default_theta, format!("rope_theta absent: {cls}")));
-    let partial = r
-        .f64(&format!("{rp}partial_rotary_factor"))?
-        .or(r.f64("partial_rotary_factor")?);
+    let theta = r.f64(&format!("{rp}rope_theta"))?.or(r.f64("rope_theta")?).unwrap_or_else(|| Sourced::default(a.hf_default_theta, format!("rope_theta absent: {cls}")));
+    let partial = r.f64(&format!("{rp}partial_rotary_factor"))?.or(r.f64("partial_rotary_factor")?);
     let rotary_dim = match &partial {
-        Some(p) => Sourced::derived(
-            (head_dim.value as f64 * p.value) as usize,
-            format!("head_dim x partial_rotary_factor ({})", p.source),
-        ),
+        Some(p) => Sourced::derived((head_dim.value as f64 * p.value) as usize, format!("head_dim x partial_rotary_factor ({})", p.source)),
         None => Sourced::derived(head_dim.value, "head_dim (no partial_rotary_factor)"),
     };
     let scaling = read_scaling(&r, rp)?;
 
     let bias_key = r.bool("attention_bias")?;
     let (qkv_bias, o_bias) = match a.bias {
-        BiasRule::QkvAlways => (
-            Sourced::derived(true, format!("{model_type} architecture: q/k/v always biased")),
-            Sourced::derived(false, format!("{model_type} architecture: no o_proj bias")),
-        ),
+        BiasRule::QkvAlways => (Sourced::derived(true, format!("{model_type} architecture: q/k/v always biased")), Sourced::derived(false, format!("{model_type} architecture: no o_proj bias"))),
         BiasRule::AttentionBiasKey => {
             let b = bias_key.unwrap_or_else(|| Sourced::default(false, cls.clone()));
             (b.clone(), b)
         }
     };
-    let tied = r
-        .bool("tie_word_embeddings")?
-        .unwrap_or_else(|| Sourced::default(a.hf_default_tied, cls.clone()));
+    let tied = r.bool("tie_word_embeddings")?.unwrap_or_else(|| Sourced::default(a.hf_default_tied, cls.clone()));
 
     let sliding_window = read_sliding(&r, a.sliding_needs_flag, n_layers.value)?;
     let moe = if a.moe { Some(read_moe(&r, a, &cls)?) } else { None };
@@ -187,25 +158,16 @@ fn resolve(path: &Path, j: &Value) -> Result<ModelConfig> {
 
 fn read_scaling(r: &Reader, rp: &str) -> Result<Sourced<RopeScaling>> {
     let block = if rp.is_empty() { "rope_scaling." } else { rp };
-    let kind = r
-        .lookup(&format!("{block}rope_type"))
-        .or_else(|| r.lookup(&format!("{block}type")))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let kind = r.lookup(&format!("{block}rope_type")).or_else(|| r.lookup(&format!("{block}type"))).and_then(Value::as_str).unwrap_or("default");
     let key = |k: &str| format!("{block}{k}");
     let f = |k: &str, d: f64| -> Result<f64> { Ok(r.f64(&key(k))?.map(|s| s.value).unwrap_or(d)) };
-    let need = |k: &str| -> Result<f64> {
-        r.f64(&key(k))?.map(|s| s.value).ok_or_else(|| Error::format(r.path, key(k), format!("required by rope type {kind}")))
-    };
+    let need = |k: &str| -> Result<f64> { r.f64(&key(k))?.map(|s| s.value).ok_or_else(|| Error::format(r.path, key(k), format!("required by rope type {kind}"))) };
     let max_pos = r.f64("max_position_embeddings")?.map(|s| s.value);
     let src = format!("config.json: {}", key("rope_type"));
     let s = match kind {
         "default" => return Ok(Sourced::derived(RopeScaling::None, "no rope scaling in config.json")),
         "linear" => RopeScaling::Linear { factor: need("factor")? },
-        "dynamic" => RopeScaling::Dynamic {
-            factor: need("factor")?,
-            max_position: max_pos.ok_or_else(|| Error::format(r.path, "max_position_embeddings", "required by dynamic rope"))?,
-        },
+        "dynamic" => RopeScaling::Dynamic { factor: need("factor")?, max_position: max_pos.ok_or_else(|| Error::format(r.path, "max_position_embeddings", "required by dynamic rope"))? },
         "yarn" => {
             let orig = r.f64(&key("original_max_position_embeddings"))?.map(|s| s.value).or(max_pos).unwrap_or(0.0);
             RopeScaling::Yarn {
@@ -225,10 +187,7 @@ fn read_scaling(r: &Reader, rp: &str) -> Result<Sourced<RopeScaling>> {
             high_freq_factor: need("high_freq_factor")?,
             original_max_position: need("original_max_position_embeddings")?,
         },
-        other => {
-            return Err(Error::format(r.path, key("rope_type"), format!(
-                "rope type {other:?} is not supported (known: default, linear, dynamic, yarn, llama3)")))
-        }
+        other => return Err(Error::format(r.path, key("rope_type"), format!("rope type {other:?} is not supported (known: default, linear, dynamic, yarn, llama3)"))),
     };
     Ok(Sourced::file(s, src))
 }
@@ -255,10 +214,7 @@ fn read_sliding(r: &Reader, needs_flag: bool, n_layers: usize) -> Result<Sourced
 
 fn read_moe(r: &Reader, a: &arch::Arch, cls: &str) -> Result<MoeConfig> {
     let dense_layers = match r.lookup("mlp_only_layers").and_then(Value::as_array) {
-        Some(v) => Sourced::file(
-            v.iter().filter_map(Value::as_u64).map(|x| x as usize).collect(),
-            "config.json: mlp_only_layers",
-        ),
+        Some(v) => Sourced::file(v.iter().filter_map(Value::as_u64).map(|x| x as usize).collect(), "config.json: mlp_only_layers"),
         None => Sourced::default(Vec::new(), cls),
     };
     Ok(MoeConfig {
@@ -297,9 +253,7 @@ impl SafetensorsStore {
         let index = if idx.exists() {
             let text = std::fs::read_to_string(&idx).map_err(|e| Error::io(&idx, e))?;
             let j: Value = serde_json::from_str(&text).map_err(|e| Error::format(&idx, "index", e.to_string()))?;
-            let map = j.get("weight_map").and_then(Value::as_object).ok_or_else(|| {
-                Error::format(&idx, "weight_map", "missing or not an object")
-            })?;
+            let map = j.get("weight_map").and_then(Value::as_object).ok_or_else(|| Error::format(&idx, "weight_map", "missing or not an object"))?;
             let mut index = BTreeMap::new();
             for (k, v) in map {
                 let f = v.as_str().ok_or_else(|| Error::format(&idx, k, "shard name is not a string"))?;
@@ -327,8 +281,7 @@ impl SafetensorsStore {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the map is read-only; files are not expected to change while parity runs.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let st = safetensors::SafeTensors::deserialize(&map)
-            .map_err(|e| Error::format(path, "safetensors header", e.to_string()))?;
+        let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| Error::format(path, "safetensors header", e.to_string()))?;
         let base = map.as_ptr() as usize;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
@@ -356,9 +309,7 @@ impl SafetensorsStore {
     }
 
     pub fn get(&self, name: &str) -> Result<Tensor> {
-        let file = self.index.get(name).ok_or_else(|| {
-            Error::format(&self.dir, name, "tensor is missing from the safetensors weights")
-        })?;
+        let file = self.index.get(name).ok_or_else(|| Error::format(&self.dir, name, "tensor is missing from the safetensors weights"))?;
         let shard = {
             let mut open = self.open.lock().map_err(|_| Error::mismatch("poisoned lock"))?;
             match open.get(file) {
@@ -370,11 +321,8 @@ impl SafetensorsStore {
                 }
             }
         };
-        let (dtype, shape, range) = shard.tensors.get(name).cloned().ok_or_else(|| {
-            Error::format(self.dir.join(file), name, "the index names this shard, but the tensor is not in it")
-        })?;
-        Tensor::new(name, dtype, shape, Backing::Map(shard.map.clone()), range)
-            .map_err(|e| Error::format(self.dir.join(file), name, e.to_string()))
+        let (dtype, shape, range) = shard.tensors.get(name).cloned().ok_or_else(|| Error::format(self.dir.join(file), name, "the index names this shard, but the tensor is not in it"))?;
+        Tensor::new(name, dtype, shape, Backing::Map(shard.map.clone()), range).map_err(|e| Error::format(self.dir.join(file), name, e.to_string()))
     }
 
     /// sha256 of the weights as SPEC §2 defines it, computed by the caller's hasher.

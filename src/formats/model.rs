@@ -50,12 +50,7 @@ impl ModelSource {
         if path.is_dir() {
             let config = hf::read_config(path)?;
             let weights = SafetensorsStore::open(path)?;
-            let dtype = weights
-                .names()
-                .find(|n| n.ends_with("q_proj.weight"))
-                .and_then(|n| weights.get(n).ok())
-                .map(|t| t.dtype)
-                .unwrap_or(DType::F32);
+            let dtype = weights.names().find(|n| n.ends_with("q_proj.weight")).and_then(|n| weights.get(n).ok()).map(|t| t.dtype).unwrap_or(DType::F32);
             return Ok(ModelSource { path: path.to_path_buf(), format: "safetensors", config, weights: Box::new(weights), dtype });
         }
         if !path.exists() {

@@ -41,17 +41,11 @@ pub fn parse(path: &Path, bytes: &[u8], want: Option<DType>) -> Result<Npy> {
     }
     let (hlen, hstart) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
-        2 | 3 if bytes.len() >= 12 => {
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
-        }
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         v => return Err(bad("header", format!("unsupported .npy version {v}"))),
     };
-    let hend = hstart
-        .checked_add(hlen)
-        .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| bad("header", format!("header of {hlen} bytes runs past the end of the file")))?;
-    let header = std::str::from_utf8(&bytes[hstart..hend])
-        .map_err(|_| bad("header", "header is not text".into()))?;
+    let hend = hstart.checked_add(hlen).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("header", format!("header of {hlen} bytes runs past the end of the file")))?;
+    let header = std::str::from_utf8(&bytes[hstart..hend]).map_err(|_| bad("header", "header is not text".into()))?;
     let descr = dict_value(header, "descr").ok_or_else(|| bad("header", "no 'descr' key".into()))?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     let fortran = dict_value(header, "fortran_order").unwrap_or("False");
@@ -60,10 +54,7 @@ pub fn parse(path: &Path, bytes: &[u8], want: Option<DType>) -> Result<Npy> {
     }
     let shape_txt = dict_value(header, "shape").ok_or_else(|| bad("header", "no 'shape' key".into()))?;
     let shape = parse_shape(shape_txt).ok_or_else(|| bad("header", format!("unreadable shape {shape_txt}")))?;
-    let n = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| bad("shape", format!("shape {shape:?} overflows")))?;
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("shape", format!("shape {shape:?} overflows")))?;
     let body = &bytes[hend..];
     let (itemsize, dtype) = match descr {
         "<f4" => (4, DType::F32),
@@ -72,35 +63,19 @@ pub fn parse(path: &Path, bytes: &[u8], want: Option<DType>) -> Result<Npy> {
         "<i4" => (4, DType::I32),
         "<i8" => (8, DType::I64),
         "<f8" => (8, DType::F32), // widened on read; kept as f32 below
-        other => {
-            return Err(bad(
-                "descr",
-                format!("unsupported dtype {other} (expected <f4, <f2, <f8, <i4, <i8, or <u2 with dtype bf16 in the manifest)"),
-            ))
-        }
+        other => return Err(bad("descr", format!("unsupported dtype {other} (expected <f4, <f2, <f8, <i4, <i8, or <u2 with dtype bf16 in the manifest)"))),
     };
     let need = n.checked_mul(itemsize).ok_or_else(|| bad("shape", format!("shape {shape:?} overflows")))?;
     if body.len() != need {
-        return Err(bad(
-            "data",
-            format!("shape {shape:?} of {descr} needs {need} bytes, the file holds {}", body.len()),
-        ));
+        return Err(bad("data", format!("shape {shape:?} of {descr} needs {need} bytes, the file holds {}", body.len())));
     }
     let data = match descr {
         "<f4" => NpyData::F32(body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-        "<f8" => NpyData::F32(
-            body.chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-                .collect(),
-        ),
+        "<f8" => NpyData::F32(body.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect()),
         "<f2" => NpyData::F32(body.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
         "<u2" | "<i2" => NpyData::F32(body.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
         "<i4" => NpyData::I64(body.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()),
-        _ => NpyData::I64(
-            body.chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        ),
+        _ => NpyData::I64(body.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect()),
     };
     Ok(Npy { shape, dtype, data })
 }
@@ -111,22 +86,13 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     let at = header.find(&pat_sq).or_else(|| header.find(&format!("\"{key}\"")))?;
     let rest = &header[at + pat_sq.len()..];
     let rest = rest.trim_start().strip_prefix(':')?.trim_start();
-    let end = if rest.starts_with('(') {
-        rest.find(')')? + 1
-    } else {
-        rest.find(',').unwrap_or(rest.len())
-    };
+    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find(',').unwrap_or(rest.len()) };
     Some(rest[..end].trim())
 }
 
 fn parse_shape(s: &str) -> Option<Vec<usize>> {
     let inner = s.strip_prefix('(')?.strip_suffix(')')?;
-    inner
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| t.trim_end_matches('L').parse().ok())
-        .collect()
+    inner.split(',').map(str::trim).filter(|t| !t.is_empty()).map(|t| t.trim_end_matches('L').parse().ok()).collect()
 }
 
 fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {

@@ -297,12 +297,7 @@ fn q3_k_scales(packed: &[u8; 12]) -> [u8; 16] {
     let word = |i: usize| u32::from_le_bytes([packed[4 * i], packed[4 * i + 1], packed[4 * i + 2], packed[4 * i + 3]]);
     let (a0, a1, tmp) = (word(0), word(1), word(2));
     let (k1, k2) = (0x0303_0303u32, 0x0f0f_0f0fu32);
-    let aux = [
-        (a0 & k2) | ((tmp & k1) << 4),
-        (a1 & k2) | (((tmp >> 2) & k1) << 4),
-        ((a0 >> 4) & k2) | (((tmp >> 4) & k1) << 4),
-        ((a1 >> 4) & k2) | (((tmp >> 6) & k1) << 4),
-    ];
+    let aux = [(a0 & k2) | ((tmp & k1) << 4), (a1 & k2) | (((tmp >> 2) & k1) << 4), ((a0 >> 4) & k2) | (((tmp >> 4) & k1) << 4), ((a1 >> 4) & k2) | (((tmp >> 6) & k1) << 4)];
     let mut out = [0u8; 16];
     for (o, a) in out.chunks_exact_mut(4).zip(aux) {
         o.copy_from_slice(&a.to_le_bytes());

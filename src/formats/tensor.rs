@@ -76,9 +76,21 @@ impl DType {
 
     pub fn from_name(s: &str) -> Option<DType> {
         const ALL: [DType; 15] = [
-            DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::Q4_0,
-            DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K, DType::Q3_K,
-            DType::Q4_K, DType::Q5_K, DType::Q6_K,
+            DType::F32,
+            DType::F16,
+            DType::BF16,
+            DType::I32,
+            DType::I64,
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q5_0,
+            DType::Q5_1,
+            DType::Q8_0,
+            DType::Q2_K,
+            DType::Q3_K,
+            DType::Q4_K,
+            DType::Q5_K,
+            DType::Q6_K,
         ];
         ALL.into_iter().find(|d| d.name().eq_ignore_ascii_case(s))
     }
@@ -147,24 +159,10 @@ impl fmt::Debug for Tensor {
 
 impl Tensor {
     /// A tensor over `backing[range]`; checks that the byte length fits the shape and dtype.
-    pub fn new(
-        name: impl Into<String>,
-        dtype: DType,
-        shape: Vec<usize>,
-        backing: Backing,
-        range: Range<usize>,
-    ) -> Result<Tensor> {
+    pub fn new(name: impl Into<String>, dtype: DType, shape: Vec<usize>, backing: Backing, range: Range<usize>) -> Result<Tensor> {
         let name = name.into();
-        let n = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| Error::mismatch(format!("tensor {name}: shape {shape:?} overflows")))?;
-        let need = dtype.bytes_for(n).ok_or_else(|| {
-            Error::mismatch(format!(
-                "tensor {name}: {n} elements are not a whole number of {dtype} blocks of {}",
-                dtype.block().0
-            ))
-        })?;
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| Error::mismatch(format!("tensor {name}: shape {shape:?} overflows")))?;
+        let need = dtype.bytes_for(n).ok_or_else(|| Error::mismatch(format!("tensor {name}: {n} elements are not a whole number of {dtype} blocks of {}", dtype.block().0)))?;
         if range.end < range.start || range.end > backing.len() || range.len() != need {
             return Err(Error::mismatch(format!(
                 "tensor {name}: {dtype} {shape:?} needs {need} bytes, the file region holds {} (bytes {}..{} of {})",
@@ -266,16 +264,10 @@ impl Tensor {
     /// Checks the shape against what the model config implies.
     pub fn expect_shape(&self, model: &str, want: &[usize]) -> Result<()> {
         if self.shape != want {
-            return Err(Error::model(
-                model,
-                format!("tensor {} has shape {:?}, the config implies {:?}", self.name, self.shape, want),
-            ));
+            return Err(Error::model(model, format!("tensor {} has shape {:?}, the config implies {:?}", self.name, self.shape, want)));
         }
         if self.dtype.bytes_for(self.row_len()).is_none() {
-            return Err(Error::model(
-                model,
-                format!("tensor {}: rows of {} are not whole {} blocks", self.name, self.row_len(), self.dtype),
-            ));
+            return Err(Error::model(model, format!("tensor {}: rows of {} are not whole {} blocks", self.name, self.row_len(), self.dtype)));
         }
         Ok(())
     }

@@ -47,10 +47,7 @@ impl Tokenizer {
                 specials.push(AddedToken::from(t.to_string(), true));
             }
         }
-        let merges: Vec<(String, String)> = merges
-            .iter()
-            .filter_map(|m| m.as_str().and_then(|m| m.split_once(' ')).map(|(a, b)| (a.to_string(), b.to_string())))
-            .collect();
+        let merges: Vec<(String, String)> = merges.iter().filter_map(|m| m.as_str().and_then(|m| m.split_once(' ')).map(|(a, b)| (a.to_string(), b.to_string()))).collect();
         let bpe = BPE::builder().vocab_and_merges(vocab.into_iter().collect::<Vocab>(), merges).build().map_err(|e| bad("tokenizer.ggml.merges", &e.to_string()))?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));

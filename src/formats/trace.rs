@@ -125,8 +125,7 @@ impl Trace {
             return Err(Error::format(dir, "trace.yaml", "not a trace directory: trace.yaml is missing"));
         }
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let manifest: Manifest =
-            serde_yaml::from_str(&text).map_err(|e| Error::format(&path, "manifest", e.to_string()))?;
+        let manifest: Manifest = serde_yaml::from_str(&text).map_err(|e| Error::format(&path, "manifest", e.to_string()))?;
         if manifest.format != FORMAT {
             return Err(Error::format(&path, "format", format!("is {:?}, expected {FORMAT}", manifest.format)));
         }
@@ -141,11 +140,7 @@ impl Trace {
         let mut next = 0;
         for b in &m.batches {
             if b[0] != next || b[1] <= b[0] || b[1] > n {
-                return Err(Error::format(
-                    path,
-                    "batches",
-                    format!("{:?} must split rows 0..{n} into consecutive non-empty calls", m.batches),
-                ));
+                return Err(Error::format(path, "batches", format!("{:?} must split rows 0..{n} into consecutive non-empty calls", m.batches)));
             }
             next = b[1];
         }
@@ -163,11 +158,7 @@ impl Trace {
                 }
             }
             if e.shape.first() != Some(&rows) {
-                return Err(Error::format(
-                    path,
-                    format!("stages.{name}.shape"),
-                    format!("{:?} must start with its {rows} rows", e.shape),
-                ));
+                return Err(Error::format(path, format!("stages.{name}.shape"), format!("{:?} must start with its {rows} rows", e.shape)));
             }
         }
         Ok(())
@@ -217,18 +208,12 @@ impl Trace {
         if let Some(s) = self.mem.as_ref().and_then(|m| m.get(stage)) {
             return Ok(s.clone());
         }
-        let e = self.manifest.stages.get(stage).ok_or_else(|| {
-            Error::format(&self.dir, stage, "stage is not in this trace's manifest")
-        })?;
+        let e = self.manifest.stages.get(stage).ok_or_else(|| Error::format(&self.dir, stage, "stage is not in this trace's manifest"))?;
         let file = resolve(&self.dir, &e.file);
         let dtype = DType::from_name(&e.dtype).unwrap_or(DType::F32);
         let a = npy::read(&file, Some(dtype))?;
         if a.shape != e.shape {
-            return Err(Error::format(
-                &file,
-                stage,
-                format!("file shape {:?} differs from the manifest's {:?}", a.shape, e.shape),
-            ));
+            return Err(Error::format(&file, stage, format!("file shape {:?} differs from the manifest's {:?}", a.shape, e.shape)));
         }
         let rows = e.rows.map(|r| r[0]..r[1]).unwrap_or(0..self.n_rows());
         Ok(Stage { name: stage.to_string(), shape: a.shape, dtype, rows, data: a.data })
@@ -255,9 +240,28 @@ pub fn resolve(base: &Path, p: &str) -> PathBuf {
 /// within their layer, alphabetically.
 pub fn stage_order(name: &str) -> (usize, usize, String) {
     const LAYER: [&str; 22] = [
-        "attn_norm", "q", "k", "v", "q_norm", "k_norm", "q_rope", "k_rope", "attn", "attn_post_norm",
-        "attn_out", "attn_resid", "ffn_norm", "router_logits", "expert_ids", "expert_weights",
-        "ffn_out", "ffn_post_norm", "out", "", "", "",
+        "attn_norm",
+        "q",
+        "k",
+        "v",
+        "q_norm",
+        "k_norm",
+        "q_rope",
+        "k_rope",
+        "attn",
+        "attn_post_norm",
+        "attn_out",
+        "attn_resid",
+        "ffn_norm",
+        "router_logits",
+        "expert_ids",
+        "expert_weights",
+        "ffn_out",
+        "ffn_post_norm",
+        "out",
+        "",
+        "",
+        "",
     ];
     match name {
         "embed" => return (0, 0, String::new()),
@@ -291,10 +295,7 @@ impl TraceWriter {
     pub fn create(dir: &Path, manifest: Manifest, allow_reference: bool) -> Result<TraceWriter> {
         let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         if !allow_reference && abs.components().any(|c| c.as_os_str() == "reference") {
-            return Err(Error::Usage(format!(
-                "{}: refusing to write a trace under a reference/ folder (references are made by scripts/)",
-                dir.display()
-            )));
+            return Err(Error::Usage(format!("{}: refusing to write a trace under a reference/ folder (references are made by scripts/)", dir.display())));
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         Ok(TraceWriter { dir: dir.to_path_buf(), manifest })
@@ -315,10 +316,7 @@ impl TraceWriter {
     }
 
     fn entry(&mut self, name: &str, file: String, shape: &[usize], dtype: DType, rows: Option<[usize; 2]>) {
-        self.manifest.stages.insert(
-            name.to_string(),
-            StageEntry { file, shape: shape.to_vec(), dtype: dtype.name().into(), rows, extra: Extra::new() },
-        );
+        self.manifest.stages.insert(name.to_string(), StageEntry { file, shape: shape.to_vec(), dtype: dtype.name().into(), rows, extra: Extra::new() });
     }
 
     pub fn finish(self) -> Result<PathBuf> {

@@ -13,10 +13,10 @@ use crate::error::{Error, Result};
 use crate::formats::npy::NpyData;
 use crate::formats::tensor::DType;
 use crate::formats::trace::{Stage, Trace, TraceWriter};
+use crate::harness::check::compare;
 use crate::harness::contract::{Contract, Gate, Subject};
 use crate::harness::diagnose::{self, Diagnosis, RankBy};
 use crate::harness::result::{Comparison, Divergence};
-use crate::harness::check::compare;
 
 /// Per stage, both views side by side.
 #[derive(Clone, Debug, Serialize)]
@@ -85,13 +85,9 @@ fn isolated_trace(model: &engine::Model, inputs: &Trace, names: &[String]) -> Tr
             Values::Ids(v) => (NpyData::I64(v.into_iter().map(i64::from).collect()), DType::I32),
         };
         let shape = orig.shape.clone();
-        manifest.stages.insert(name.clone(), crate::formats::trace::StageEntry {
-            file: format!("{name}.npy"),
-            shape: shape.clone(),
-            dtype: dtype.name().into(),
-            rows: None,
-            extra: Default::default(),
-        });
+        manifest
+            .stages
+            .insert(name.clone(), crate::formats::trace::StageEntry { file: format!("{name}.npy"), shape: shape.clone(), dtype: dtype.name().into(), rows: None, extra: Default::default() });
         stages.insert(name.clone(), Stage { name: name.clone(), shape, dtype, rows: 0..n, data });
     }
     Trace::in_memory(inputs.dir.clone(), manifest, stages)
@@ -303,7 +299,16 @@ pub fn bisect_pair(a: &Path, b: &Path, model: Option<&Path>) -> Result<PairBisec
     let cmp = compare(&ta, &tb, None, &gates, None)?;
     let model = model.map(Path::to_path_buf).or_else(|| ta.model_path()).or_else(|| tb.model_path());
     let Some(d) = cmp.first_divergence.clone() else {
-        return Ok(PairBisect { a: a.into(), b: b.into(), first: None, a_isolated_cos: None, b_isolated_cos: None, consistent: None, diagnosis: None, summary: "the two traces agree at every stage".into() });
+        return Ok(PairBisect {
+            a: a.into(),
+            b: b.into(),
+            first: None,
+            a_isolated_cos: None,
+            b_isolated_cos: None,
+            consistent: None,
+            diagnosis: None,
+            summary: "the two traces agree at every stage".into(),
+        });
     };
     let mut a_cos = None;
     let mut b_cos = None;
@@ -335,9 +340,7 @@ pub fn bisect_pair(a: &Path, b: &Path, model: Option<&Path>) -> Result<PairBisec
     };
     let mut summary = format!("the traces part at batch {} (rows {}..{}), {} ({})", d.batch, d.batch_rows[0], d.batch_rows[1], d.stage, d.cause);
     match (&consistent, a_cos, b_cos) {
-        (Some(c), Some(x), Some(y)) => summary.push_str(&format!(
-            ". correct ops on each side's own inputs: A cos {x:.6}, B cos {y:.6}; consistent with the correct ops: {c}"
-        )),
+        (Some(c), Some(x), Some(y)) => summary.push_str(&format!(". correct ops on each side's own inputs: A cos {x:.6}, B cos {y:.6}; consistent with the correct ops: {c}")),
         _ => summary.push_str(". no model to recompute the stage with: pass --model"),
     }
     if let Some(dg) = &diagnosis {

@@ -38,10 +38,7 @@ pub fn compare(subject: &Trace, reference: &Trace, low: Option<&Trace>, gates: &
             kind: FindingKind::Batches,
             stage: None,
             row: None,
-            message: format!(
-                "batch splits differ: subject {:?}, reference {:?}; rows are compared by position and prefill/decode follow the reference",
-                sm.batches, rm.batches
-            ),
+            message: format!("batch splits differ: subject {:?}, reference {:?}; rows are compared by position and prefill/decode follow the reference", sm.batches, rm.batches),
             fails: false,
         });
     }
@@ -99,11 +96,13 @@ pub fn compare(subject: &Trace, reference: &Trace, low: Option<&Trace>, gates: &
     }
     let first_divergence = candidates.into_iter().min_by(|a, b| a.0.cmp(&b.0)).map(|c| c.1);
 
-    let worst = stages
-        .iter()
-        .flat_map(|s| s.metrics.iter().map(move |m| (s, m)))
-        .max_by(|a, b| nan_high(a.1.usage).total_cmp(&nan_high(b.1.usage)))
-        .map(|(s, m)| Worst { stage: s.stage.clone(), metric: m.metric, value: m.value, threshold: m.threshold, usage: m.usage });
+    let worst = stages.iter().flat_map(|s| s.metrics.iter().map(move |m| (s, m))).max_by(|a, b| nan_high(a.1.usage).total_cmp(&nan_high(b.1.usage))).map(|(s, m)| Worst {
+        stage: s.stage.clone(),
+        metric: m.metric,
+        value: m.value,
+        threshold: m.threshold,
+        usage: m.usage,
+    });
     let pass = findings.iter().all(|f| !f.fails) && stages.iter().all(|s| s.pass);
     Ok(Comparison { stages, findings, skipped, first_divergence, worst, pass })
 }
@@ -118,11 +117,7 @@ fn nan_high(x: f64) -> f64 {
 
 /// The failing checks of a stage, named: `cosine, nmse` or `shape`.
 fn stage_cause(s: &StageResult, findings: &[Finding]) -> String {
-    let mut causes: Vec<String> = findings
-        .iter()
-        .filter(|f| f.fails && f.stage.as_deref() == Some(&s.stage))
-        .map(|f| format!("{:?}", f.kind).to_lowercase())
-        .collect();
+    let mut causes: Vec<String> = findings.iter().filter(|f| f.fails && f.stage.as_deref() == Some(&s.stage)).map(|f| format!("{:?}", f.kind).to_lowercase()).collect();
     causes.extend(s.metrics.iter().filter(|m| !m.pass).map(|m| m.metric.name().to_string()));
     causes.dedup();
     causes.join(", ")
@@ -201,19 +196,12 @@ impl StageCtx<'_> {
             rows = intersect(&rows, &l.rows);
         }
         if rows.is_empty() {
-            return Ok(Err(format!(
-                "no rows in common (subject {:?}, reference {:?}, gate rows {})",
-                s.rows, r.rows, self.gate.rows
-            )));
+            return Ok(Err(format!("no rows in common (subject {:?}, reference {:?}, gate rows {})", s.rows, r.rows, self.gate.rows)));
         }
         let row_ids: Vec<usize> = rows.clone().collect();
         let row_shape = r.shape[1..].to_vec();
         if s.shape[1..] != r.shape[1..] {
-            findings.push(self.finding(
-                FindingKind::Shape,
-                None,
-                format!("shape differs: subject {:?}, reference {:?} (rows first)", s.shape, r.shape),
-            ));
+            findings.push(self.finding(FindingKind::Shape, None, format!("shape differs: subject {:?}, reference {:?} (rows first)", s.shape, r.shape)));
             return Ok(Ok(self.result(row_ids, row_shape, vec![], Some(rows.start))));
         }
         let stage = split_layer(self.name).map(|(_, st)| st).unwrap_or(self.name);
@@ -222,11 +210,7 @@ impl StageCtx<'_> {
             return Ok(Ok(self.result(row_ids, row_shape, vec![], failed)));
         }
         if matches!(s.data, NpyData::I64(_)) != matches!(r.data, NpyData::I64(_)) {
-            findings.push(self.finding(
-                FindingKind::Dtype,
-                None,
-                format!("dtype differs: subject {}, reference {}", s.dtype.name(), r.dtype.name()),
-            ));
+            findings.push(self.finding(FindingKind::Dtype, None, format!("dtype differs: subject {}, reference {}", s.dtype.name(), r.dtype.name())));
             return Ok(Ok(self.result(row_ids, row_shape, vec![], Some(rows.start))));
         }
         if stage == "expert_weights" {
@@ -284,11 +268,7 @@ impl StageCtx<'_> {
         findings.push(self.finding(
             FindingKind::ExpertIds,
             Some(*t),
-            format!(
-                "selected experts differ in {} of {} rows; first at row {t}: subject {a:?}, reference {b:?}{tie}",
-                bad.len(),
-                rows.len()
-            ),
+            format!("selected experts differ in {} of {} rows; first at row {t}: subject {a:?}, reference {b:?}{tie}", bad.len(), rows.len()),
         ));
         Some(*t)
     }
@@ -370,10 +350,13 @@ impl StageCtx<'_> {
     fn metric<'r>(&self, mg: &MetricGate, rows: &[usize], row_shape: &[usize], get: RowGet<'_, 'r>) -> MetricResult {
         let m = mg.metric;
         let threshold = mg.effective(self.gate.depth_scale, self.layer);
-        let per_row: Vec<f64> = rows.iter().map(|&t| {
-            let (a, b, l) = get(t);
-            m.row(a, b, l, &mg.params)
-        }).collect();
+        let per_row: Vec<f64> = rows
+            .iter()
+            .map(|&t| {
+                let (a, b, l) = get(t);
+                m.row(a, b, l, &mg.params)
+            })
+            .collect();
         let row_ok = |v: f64| match mg.bound {
             Bound::Min => v >= threshold,
             Bound::Max => v <= threshold,

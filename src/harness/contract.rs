@@ -287,9 +287,7 @@ impl Contract {
         let reference = trace_dir("reference", &raw.reference)?;
         let reference_low = raw.reference_low.as_deref().map(|p| trace_dir("reference_low", p)).transpose()?;
         let subject = match (raw.subject.engine, raw.subject.trace) {
-            (Some(_), Some(_)) | (None, None) => {
-                return Err(loc.key("subject", 0, "subject must be exactly one of {engine: {model: ...}} or {trace: DIR}".into()))
-            }
+            (Some(_), Some(_)) | (None, None) => return Err(loc.key("subject", 0, "subject must be exactly one of {engine: {model: ...}} or {trace: DIR}".into())),
             (None, Some(p)) => Subject::Trace(trace_dir("trace", &p)?),
             (Some(e), None) => {
                 let model = resolve(base, &e.model);
@@ -335,17 +333,7 @@ impl Contract {
         if !gates.iter().any(|g| g.stages.is_catch_all()) {
             return Err(loc.key("gates", 0, "no catch-all gate: add a last rule with `stages: \"*\"` so no stage goes ungated".into()));
         }
-        Ok(Contract {
-            file: path.to_path_buf(),
-            id: raw.id,
-            claim: raw.claim,
-            subject,
-            reference,
-            reference_low,
-            gates,
-            expect_fail: raw.expect_fail,
-            model,
-        })
+        Ok(Contract { file: path.to_path_buf(), id: raw.id, claim: raw.claim, subject, reference, reference_low, gates, expect_fail: raw.expect_fail, model })
     }
 
     /// The first gate whose glob matches `stage` (the catch-all guarantees one).

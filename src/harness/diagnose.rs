@@ -122,7 +122,12 @@ pub fn candidates(cfg: &ModelConfig, current_offset: i64, stage: &str) -> Vec<Ca
         "attn" => {
             let cur = cfg.attn_scale.value;
             let per_head = 1.0 / (cfg.hidden.value as f64 / cfg.n_heads.value as f64).sqrt();
-            for (label, s) in [("attention scale 1/head_dim", 1.0 / hd as f64), ("attention scale 1", 1.0), ("attention scale 1/sqrt(hidden/heads)", per_head), ("attention scale 1/sqrt(head_dim)", 1.0 / (hd as f64).sqrt())] {
+            for (label, s) in [
+                ("attention scale 1/head_dim", 1.0 / hd as f64),
+                ("attention scale 1", 1.0),
+                ("attention scale 1/sqrt(hidden/heads)", per_head),
+                ("attention scale 1/sqrt(head_dim)", 1.0 / (hd as f64).sqrt()),
+            ] {
                 if (s - cur).abs() > 1e-9 * cur.abs() {
                     out.push(cand(label, set("attn_scale", s)));
                 }
@@ -292,23 +297,13 @@ pub fn diagnose(model_path: &Path, base: &BTreeMap<String, Value>, stage: &str, 
         // A candidate that does not apply to this model (e.g. MoE settings on a dense model) is skipped.
         let Ok(m) = (if i == 0 { Ok(base_model_ref(&base_model)) } else { load(&c.settings).map(Owned) }) else { continue };
         let m = m.get();
-        scored.push(Scored {
-            label: c.label.clone(),
-            settings: c.settings.clone(),
-            is_base: i == 0,
-            vs_reference: try_on(m, stage, reference),
-            vs_subject: subject.and_then(|s| try_on(m, stage, s)),
-        });
+        scored.push(Scored { label: c.label.clone(), settings: c.settings.clone(), is_base: i == 0, vs_reference: try_on(m, stage, reference), vs_subject: subject.and_then(|s| try_on(m, stage, s)) });
     }
     let k = |s: &Scored| if rank == RankBy::Reference { key(s) } else { sub_key(s) };
     scored.sort_by(|a, b| k(a).partial_cmp(&k(b)).unwrap_or(std::cmp::Ordering::Equal));
 
     let base_s = scored.iter().find(|s| s.is_base).cloned();
-    let subject_used = scored
-        .iter()
-        .filter(|s| s.vs_subject.is_some())
-        .min_by(|a, b| sub_key(a).partial_cmp(&sub_key(b)).unwrap_or(std::cmp::Ordering::Equal))
-        .map(|s| s.label.clone());
+    let subject_used = scored.iter().filter(|s| s.vs_subject.is_some()).min_by(|a, b| sub_key(a).partial_cmp(&sub_key(b)).unwrap_or(std::cmp::Ordering::Equal)).map(|s| s.label.clone());
     let best = scored.first().cloned();
 
     let cause = match (&best, &base_s) {
@@ -356,9 +351,21 @@ fn current_label(m: &Model, key: &str) -> String {
             0 => "decode positions as recorded".into(),
             o => format!("decode positions off by {o:+}"),
         },
-        "qk_norm" => if c.qk_norm.value { "QK-norm applied".into() } else { "QK-norm skipped".into() },
+        "qk_norm" => {
+            if c.qk_norm.value {
+                "QK-norm applied".into()
+            } else {
+                "QK-norm skipped".into()
+            }
+        }
         "norm.eps_placement" => format!("RMSNorm eps {:?} the square root", c.norm.eps_placement.value).to_lowercase(),
-        "norm.weight_offset" => if c.norm.weight_offset.value == 0.0 { "plain w norm weight".into() } else { "(1 + w) norm weight".into() },
+        "norm.weight_offset" => {
+            if c.norm.weight_offset.value == 0.0 {
+                "plain w norm weight".into()
+            } else {
+                "(1 + w) norm weight".into()
+            }
+        }
         "norm.eps" => format!("norm eps = {:e}", c.norm.eps.value),
         "kv_cache_dtype" => format!("KV cache stored in {}", m.eng.kv_cache_dtype),
         "attn_scale" => format!("attention scale {}", c.attn_scale.value),

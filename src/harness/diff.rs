@@ -43,11 +43,7 @@ fn diff_gate() -> Gate {
         stages: Glob::new("*").expect("'*' is a valid glob"),
         rows: RowSelect::All,
         depth_scale: 0.0,
-        metrics: vec![
-            m(Metric::Cosine, Bound::Min, f64::NEG_INFINITY),
-            m(Metric::Nmse, Bound::Max, f64::INFINITY),
-            m(Metric::MaxAbs, Bound::Max, f64::INFINITY),
-        ],
+        metrics: vec![m(Metric::Cosine, Bound::Min, f64::NEG_INFINITY), m(Metric::Nmse, Bound::Max, f64::INFINITY), m(Metric::MaxAbs, Bound::Max, f64::INFINITY)],
     }
 }
 
@@ -60,11 +56,7 @@ pub fn diff(a: &Path, b: &Path, stages: Option<&str>) -> Result<DiffReport> {
         .iter()
         .map(|s| {
             let get = |m: Metric| s.metrics.iter().find(|r| r.metric == m);
-            let problem = comparison
-                .findings
-                .iter()
-                .find(|f| f.fails && f.stage.as_deref() == Some(&s.stage))
-                .map(|f| f.message.clone());
+            let problem = comparison.findings.iter().find(|f| f.fails && f.stage.as_deref() == Some(&s.stage)).map(|f| f.message.clone());
             DiffRow {
                 stage: s.stage.clone(),
                 rows: s.rows.len(),

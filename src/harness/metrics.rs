@@ -49,18 +49,8 @@ pub enum Metric {
     SameTopP,
 }
 
-pub const ALL: [Metric; 10] = [
-    Metric::Cosine,
-    Metric::Nmse,
-    Metric::MaxAbs,
-    Metric::Rmse,
-    Metric::RelL2,
-    Metric::NoiseRatio,
-    Metric::Top1Agreement,
-    Metric::TopkOverlap,
-    Metric::KlDivergence,
-    Metric::SameTopP,
-];
+pub const ALL: [Metric; 10] =
+    [Metric::Cosine, Metric::Nmse, Metric::MaxAbs, Metric::Rmse, Metric::RelL2, Metric::NoiseRatio, Metric::Top1Agreement, Metric::TopkOverlap, Metric::KlDivergence, Metric::SameTopP];
 
 /// How per-row values become the one gated value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

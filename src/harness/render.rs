@@ -75,14 +75,7 @@ const HEADER: [&str; 6] = ["contract", "verdict", "stages checked", "skipped", "
 
 fn summary(results: &[ContractResult]) -> String {
     let count = |v: Verdict| results.iter().filter(|r| r.verdict == v).count();
-    format!(
-        "{} contracts: {} pass, {} expected-fail holds, {} FAIL, {} error",
-        results.len(),
-        count(Verdict::Pass),
-        count(Verdict::ExpectedFailHolds),
-        count(Verdict::Fail),
-        count(Verdict::Error)
-    )
+    format!("{} contracts: {} pass, {} expected-fail holds, {} FAIL, {} error", results.len(), count(Verdict::Pass), count(Verdict::ExpectedFailHolds), count(Verdict::Fail), count(Verdict::Error))
 }
 
 #[derive(Serialize)]
@@ -221,7 +214,13 @@ pub fn bisect(b: &crate::harness::bisect::Bisect, format: Format) -> Result<Stri
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED).set_header(["stage", "cumulative cos", "isolated cos"]);
     for s in &b.stages {
-        let mark = if b.first.as_ref().is_some_and(|d| d.stage == s.stage) { " ◀ first" } else if b.isolated_first.as_deref() == Some(&s.stage) { " ◀ isolated" } else { "" };
+        let mark = if b.first.as_ref().is_some_and(|d| d.stage == s.stage) {
+            " ◀ first"
+        } else if b.isolated_first.as_deref() == Some(&s.stage) {
+            " ◀ isolated"
+        } else {
+            ""
+        };
         t.add_row([format!("{}{mark}", s.stage), cos_cell(s.cumulative_cos, s.cumulative_pass), cos_cell(s.isolated_cos, s.isolated_pass)]);
     }
     out.push_str(&format!("\n{t}\n"));

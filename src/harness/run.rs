@@ -67,28 +67,14 @@ pub fn check_contract(c: &Contract) -> Result<ContractResult> {
             let actual = cmp.first_divergence.as_ref().map(|d| d.stage.clone());
             let holds = !cmp.pass && actual.as_deref() == Some(ef.first_divergence.as_str());
             let msg = match (&cmp.first_divergence, holds) {
-                (_, _) if cmp.pass => format!(
-                    "expected to fail first at {} ({}), but every gate passes: the divergence is gone, so remove expect_fail",
-                    ef.first_divergence, ef.reason
-                ),
+                (_, _) if cmp.pass => format!("expected to fail first at {} ({}), but every gate passes: the divergence is gone, so remove expect_fail", ef.first_divergence, ef.reason),
                 (Some(d), true) => format!("still diverges first at {} ({}): {}", ef.first_divergence, where_(d), ef.reason),
-                (Some(d), false) => format!(
-                    "expected to fail first at {}, but it first fails at {} ({})\n{}",
-                    ef.first_divergence,
-                    d.stage,
-                    where_(d),
-                    failure_message(&cmp)
-                ),
+                (Some(d), false) => format!("expected to fail first at {}, but it first fails at {} ({})\n{}", ef.first_divergence, d.stage, where_(d), failure_message(&cmp)),
                 // Failing without a divergence cannot happen (a failure always has a row).
                 (None, false) => format!("expected to fail first at {}, but no divergence was located", ef.first_divergence),
                 (None, true) => unreachable!(),
             };
-            let outcome = ExpectFailOutcome {
-                reason: ef.reason.clone(),
-                expected_first_divergence: ef.first_divergence.clone(),
-                actual_first_divergence: actual,
-                holds,
-            };
+            let outcome = ExpectFailOutcome { reason: ef.reason.clone(), expected_first_divergence: ef.first_divergence.clone(), actual_first_divergence: actual, holds };
             (if holds { Verdict::ExpectedFailHolds } else { Verdict::Fail }, Some(outcome), msg)
         }
     };
@@ -144,8 +130,7 @@ pub fn failure_message(cmp: &Comparison) -> String {
         let stage = f.stage.as_deref().unwrap_or("trace");
         let _ = writeln!(out, "{stage}: {}", f.message);
     }
-    let mut failing: Vec<(&StageResult, &MetricResult)> =
-        cmp.stages.iter().flat_map(|s| s.metrics.iter().filter(|m| !m.pass).map(move |m| (s, m))).collect();
+    let mut failing: Vec<(&StageResult, &MetricResult)> = cmp.stages.iter().flat_map(|s| s.metrics.iter().filter(|m| !m.pass).map(move |m| (s, m))).collect();
     failing.sort_by(|a, b| b.1.usage.total_cmp(&a.1.usage));
     const SHOWN: usize = 8;
     for (s, m) in failing.iter().take(SHOWN) {

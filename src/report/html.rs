@@ -126,8 +126,19 @@ fn gates(s: &mut String, entries: &[Entry]) {
             failing.iter().take(10).copied().collect()
         };
         for (st, m) in &rows {
-            let _ = writeln!(s, "<tr class=\"{cls}\"><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} {}</td><td class=\"n\">{}</td></tr>",
-                esc(&r.id), r.verdict.label(), esc(&st.stage), m.metric.name(), m.worst_row.map_or("-".into(), |x| x.to_string()), metric_num(m.metric, m.value), bound(m.bound), metric_num(m.metric, m.threshold), margin(m.usage));
+            let _ = writeln!(
+                s,
+                "<tr class=\"{cls}\"><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} {}</td><td class=\"n\">{}</td></tr>",
+                esc(&r.id),
+                r.verdict.label(),
+                esc(&st.stage),
+                m.metric.name(),
+                m.worst_row.map_or("-".into(), |x| x.to_string()),
+                metric_num(m.metric, m.value),
+                bound(m.bound),
+                metric_num(m.metric, m.threshold),
+                margin(m.usage)
+            );
         }
         if failing.len() > rows.len() {
             let _ = writeln!(s, "<tr class=\"{cls}\"><td colspan=\"8\" class=\"muted\">… and {} more failing metrics</td></tr>", failing.len() - rows.len());
@@ -152,13 +163,20 @@ fn contract(s: &mut String, e: &Entry, sfx: &str, heat: HeatMetric) {
     match &r.comparison {
         Some(c) => {
             let (rows, cols, cells, outline) = grid(c, heat.gate_metric(), first.as_deref());
-            let _ = writeln!(s, "<section id=\"heatmap{sfx}\"><h3>{} by layer and stage (worst row, log colour; cell text is log10)</h3>{}</section>",
-                heat.label(), svg::heatmap(&rows, &cols, |i, j| cells[i][j], outline, heat.label()));
+            let _ = writeln!(
+                s,
+                "<section id=\"heatmap{sfx}\"><h3>{} by layer and stage (worst row, log colour; cell text is log10)</h3>{}</section>",
+                heat.label(),
+                svg::heatmap(&rows, &cols, |i, j| cells[i][j], outline, heat.label())
+            );
             growth(s, e, c, sfx);
         }
         None => {
             let why = esc(r.error.as_deref().unwrap_or("no comparison"));
-            let _ = writeln!(s, "<section id=\"heatmap{sfx}\"><h3>Heatmap</h3><p class=\"muted\">{why}</p></section><section id=\"growth{sfx}\"><h3>Error growth</h3><p class=\"muted\">{why}</p></section>");
+            let _ = writeln!(
+                s,
+                "<section id=\"heatmap{sfx}\"><h3>Heatmap</h3><p class=\"muted\">{why}</p></section><section id=\"growth{sfx}\"><h3>Error growth</h3><p class=\"muted\">{why}</p></section>"
+            );
         }
     }
     heads(s, e.detail.as_ref(), sfx);
@@ -190,8 +208,13 @@ fn heads(s: &mut String, d: Option<&StageDetail>, sfx: &str) {
         Some(d) if !d.heads.is_empty() => {
             let labels: Vec<String> = (0..d.heads.len()).map(|h| format!("h{h}")).collect();
             let worst = d.heads.iter().enumerate().filter(|x| !x.1.is_nan()).max_by(|a, b| a.1.total_cmp(b.1));
-            let _ = write!(s, "<p>1 - cos per head at <code>{}</code> over all rows; worst {}</p>{}", esc(&d.stage),
-                worst.map_or("-".into(), |(h, v)| format!("h{h} ({})", num(*v))), svg::bars(&labels, &d.heads, "1 - cos"));
+            let _ = write!(
+                s,
+                "<p>1 - cos per head at <code>{}</code> over all rows; worst {}</p>{}",
+                esc(&d.stage),
+                worst.map_or("-".into(), |(h, v)| format!("h{h} ({})", num(*v))),
+                svg::bars(&labels, &d.heads, "1 - cos")
+            );
         }
         Some(d) => {
             let _ = write!(s, "<p class=\"muted\"><code>{}</code> has no head axis (only [T, H, hd] stages are split by head).</p>", esc(&d.stage));
@@ -229,8 +252,18 @@ fn positions(s: &mut String, d: Option<&StageDetail>, sfx: &str) {
             let cos: Vec<Option<f64>> = d.positions.iter().map(|p| Some(p.1)).collect();
             let nmse: Vec<Option<f64>> = d.positions.iter().map(|p| Some(p.2)).collect();
             let calls: Vec<String> = d.batches.iter().map(|b| format!("{}..{}", b[0], b[1])).collect();
-            let _ = write!(s, "<p>1 - cos and NMSE per position at <code>{}</code>; dashed lines separate engine calls (rows {})</p>{}", esc(&d.stage), esc(&calls.join(", ")),
-                svg::lines(&labels, &[Series { name: "1 - cos", colour: "#a50026", dashed: false, values: cos }, Series { name: "NMSE", colour: "#4575b4", dashed: false, values: nmse }], &marks, "error"));
+            let _ = write!(
+                s,
+                "<p>1 - cos and NMSE per position at <code>{}</code>; dashed lines separate engine calls (rows {})</p>{}",
+                esc(&d.stage),
+                esc(&calls.join(", ")),
+                svg::lines(
+                    &labels,
+                    &[Series { name: "1 - cos", colour: "#a50026", dashed: false, values: cos }, Series { name: "NMSE", colour: "#4575b4", dashed: false, values: nmse }],
+                    &marks,
+                    "error"
+                )
+            );
         }
         _ => s.push_str("<p class=\"muted\">No divergent stage to break down.</p>"),
     }
@@ -247,17 +280,32 @@ fn diagnosis(s: &mut String, e: &Entry, sfx: &str) {
         let _ = writeln!(s, "<p class=\"muted\">{}</p></section>", esc(&why));
         return;
     };
-    let _ = writeln!(s, "<p class=\"sentence\">{}</p><p>At <code>{}</code>, the op re-run under each alternative convention, closest to the reference first. \
+    let _ = writeln!(
+        s,
+        "<p class=\"sentence\">{}</p><p>At <code>{}</code>, the op re-run under each alternative convention, closest to the reference first. \
         <i>vs reference</i>: from the reference's inputs, compared with the reference's output; <i>vs subject</i>: from the subject's inputs, compared with the subject's output.</p>",
-        esc(&d.summary), esc(&d.stage));
+        esc(&d.summary),
+        esc(&d.stage)
+    );
     s.push_str("<table><tr><th>#</th><th>convention</th><th>settings</th><th>vs reference: cos</th><th>nmse</th><th>vs subject: cos</th><th>nmse</th></tr>\n");
     let f = |x: Option<crate::harness::diagnose::Score>| x.map_or(("-".into(), "-".into()), |x| (format!("{:.6}", x.cosine), num(x.nmse)));
     for (i, c) in d.candidates.iter().enumerate() {
-        let cls = if c.is_base { " class=\"base\"" } else if i == 0 && d.cause.is_some() { " class=\"best\"" } else { "" };
+        let cls = if c.is_base {
+            " class=\"base\""
+        } else if i == 0 && d.cause.is_some() {
+            " class=\"best\""
+        } else {
+            ""
+        };
         let settings: Vec<String> = c.settings.iter().map(|(k, v)| format!("{k}={}", serde_yaml::to_string(v).map_or_else(|_| "?".into(), |s| s.trim().to_string()))).collect();
         let ((rc, rn), (sc, sn)) = (f(c.vs_reference), f(c.vs_subject));
-        let _ = writeln!(s, "<tr{cls}><td class=\"n\">{}</td><td>{}</td><td><code>{}</code></td><td class=\"n\">{rc}</td><td class=\"n\">{rn}</td><td class=\"n\">{sc}</td><td class=\"n\">{sn}</td></tr>",
-            i + 1, esc(&c.label), esc(&settings.join(" ")));
+        let _ = writeln!(
+            s,
+            "<tr{cls}><td class=\"n\">{}</td><td>{}</td><td><code>{}</code></td><td class=\"n\">{rc}</td><td class=\"n\">{rn}</td><td class=\"n\">{sc}</td><td class=\"n\">{sn}</td></tr>",
+            i + 1,
+            esc(&c.label),
+            esc(&settings.join(" "))
+        );
     }
     s.push_str("</table></section>\n");
 }
@@ -270,8 +318,16 @@ fn provenance(s: &mut String, entries: &[Entry], meta: &Meta) {
         if !e.producers.is_empty() {
             s.push_str("<table><tr><th>side</th><th>producer</th><th>model</th><th>model sha256</th><th>settings</th><th>command</th></tr>\n");
             for p in &e.producers {
-                let _ = writeln!(s, "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td></tr>",
-                    esc(&p.role), esc(&p.producer), esc(p.model.as_deref().unwrap_or("-")), esc(p.sha256.as_deref().unwrap_or("-")), esc(&p.settings.join(" ")), esc(p.command.as_deref().unwrap_or("-")));
+                let _ = writeln!(
+                    s,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+                    esc(&p.role),
+                    esc(&p.producer),
+                    esc(p.model.as_deref().unwrap_or("-")),
+                    esc(p.sha256.as_deref().unwrap_or("-")),
+                    esc(&p.settings.join(" ")),
+                    esc(p.command.as_deref().unwrap_or("-"))
+                );
             }
             s.push_str("</table>\n");
         }

@@ -8,14 +8,7 @@ use crate::formats::model::ModelSource;
 
 pub fn render(src: &ModelSource, show_tensors: bool) -> Result<String> {
     let c = &src.config;
-    let mut out = format!(
-        "model   {}\nformat  {} ({})\narch    {}\nsha256  {}\n\n",
-        src.path.display(),
-        src.format,
-        src.dtype,
-        c.arch,
-        src.sha256().unwrap_or_else(|e| format!("unavailable: {e}"))
-    );
+    let mut out = format!("model   {}\nformat  {} ({})\narch    {}\nsha256  {}\n\n", src.path.display(), src.format, src.dtype, c.arch, src.sha256().unwrap_or_else(|e| format!("unavailable: {e}")));
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED).set_header(["setting", "value", "source"]);
     for (k, v, s) in c.describe() {

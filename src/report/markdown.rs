@@ -62,7 +62,18 @@ pub fn render(entries: &[Entry]) -> String {
     for e in entries {
         let r = &e.result;
         let _ = match r.comparison.as_ref().and_then(|c| c.worst.as_ref()) {
-            Some(w) => writeln!(s, "| {} | `{}` | {} | `{}` {} | {} | {} | {} |", icon(r.verdict), r.id, r.verdict.label(), w.stage, w.metric.name(), metric_num(w.metric, w.value), metric_num(w.metric, w.threshold), margin(w.usage)),
+            Some(w) => writeln!(
+                s,
+                "| {} | `{}` | {} | `{}` {} | {} | {} | {} |",
+                icon(r.verdict),
+                r.id,
+                r.verdict.label(),
+                w.stage,
+                w.metric.name(),
+                metric_num(w.metric, w.value),
+                metric_num(w.metric, w.threshold),
+                margin(w.usage)
+            ),
             None => writeln!(s, "| {} | `{}` | {} | {} | | | |", icon(r.verdict), r.id, r.verdict.label(), cell(r.error.as_deref().unwrap_or("-"))),
         };
     }
@@ -99,7 +110,13 @@ pub fn render(entries: &[Entry]) -> String {
             let _ = writeln!(s, "Error: {}\n", cell(err));
         }
         if let Some(x) = &r.expect_fail {
-            let _ = writeln!(s, "Expected to fail first at `{}` ({}); actually first at `{}`.\n", x.expected_first_divergence, cell(&x.reason), x.actual_first_divergence.as_deref().unwrap_or("nowhere: it passes"));
+            let _ = writeln!(
+                s,
+                "Expected to fail first at `{}` ({}); actually first at `{}`.\n",
+                x.expected_first_divergence,
+                cell(&x.reason),
+                x.actual_first_divergence.as_deref().unwrap_or("nowhere: it passes")
+            );
         }
         if let Some(b) = &e.bisect {
             let sentence = divergence_sentence(b);
@@ -124,7 +141,19 @@ pub fn render(entries: &[Entry]) -> String {
 fn failing_gates(s: &mut String, c: &crate::harness::result::Comparison) {
     let rows: Vec<String> = c
         .failing_stages()
-        .flat_map(|st| st.metrics.iter().filter(|m| !m.pass).map(move |m| format!("| `{}` | {} | {} | {} | {} | {} |", st.stage, m.metric.name(), m.worst_row.map_or("-".into(), |r| r.to_string()), metric_num(m.metric, m.value), metric_num(m.metric, m.threshold), margin(m.usage))))
+        .flat_map(|st| {
+            st.metrics.iter().filter(|m| !m.pass).map(move |m| {
+                format!(
+                    "| `{}` | {} | {} | {} | {} | {} |",
+                    st.stage,
+                    m.metric.name(),
+                    m.worst_row.map_or("-".into(), |r| r.to_string()),
+                    metric_num(m.metric, m.value),
+                    metric_num(m.metric, m.threshold),
+                    margin(m.usage)
+                )
+            })
+        })
         .collect();
     let findings: Vec<&str> = c.findings.iter().filter(|f| f.fails).map(|f| f.message.as_str()).collect();
     if !rows.is_empty() {

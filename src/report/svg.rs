@@ -82,7 +82,14 @@ pub fn heatmap(rows: &[String], cols: &[String], cell: impl Fn(usize, usize) -> 
         }
     }
     if let Some((i, j)) = outline.filter(|&(i, j)| i < rows.len() && j < cols.len()) {
-        let _ = write!(s, r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="#000" stroke-width="3"/>"##, left + cw * j as f64 - 1.5, top + ch * i as f64 - 1.5, cw + 1.0, ch + 1.0);
+        let _ = write!(
+            s,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="#000" stroke-width="3"/>"##,
+            left + cw * j as f64 - 1.5,
+            top + ch * i as f64 - 1.5,
+            cw + 1.0,
+            ch + 1.0
+        );
     }
     legend(&mut s, left, top + ch * rows.len() as f64 + 14.0, outline.is_some());
     s.push_str("</svg>");
@@ -166,7 +173,14 @@ pub fn lines(labels: &[String], series: &[Series], marks: &[Mark], y_label: &str
         let _ = write!(s, r##"<line x1="{left:.1}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">1e{e:.0}</text>"##, w - right, left - 4.0, yy + 4.0);
         e -= step;
     }
-    let _ = write!(s, r##"<line x1="{left:.1}" y1="{top:.1}" x2="{left:.1}" y2="{:.1}" stroke="#888"/><line x1="{left:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#888"/>"##, h - bottom, h - bottom, w - right, h - bottom);
+    let _ = write!(
+        s,
+        r##"<line x1="{left:.1}" y1="{top:.1}" x2="{left:.1}" y2="{:.1}" stroke="#888"/><line x1="{left:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#888"/>"##,
+        h - bottom,
+        h - bottom,
+        w - right,
+        h - bottom
+    );
     // At most ~14 x labels: roughly 45 px each on a 640 px axis.
     let every = n.div_ceil(14).max(1);
     for (i, l) in labels.iter().enumerate().filter(|(i, _)| i % every == 0 || *i + 1 == n) {
@@ -208,7 +222,17 @@ pub fn lines(labels: &[String], series: &[Series], marks: &[Mark], y_label: &str
             let _ = write!(s, r#"<polyline fill="none" stroke="{}" stroke-width="2"{dash} points="{}"/>"#, sr.colour, r.join(" "));
         }
         let lx = left + 200.0 * k as f64;
-        let _ = write!(s, r#"<line x1="{lx:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#, h - 18.0, lx + 18.0, h - 18.0, sr.colour, lx + 22.0, h - 14.0, esc(sr.name));
+        let _ = write!(
+            s,
+            r#"<line x1="{lx:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            h - 18.0,
+            lx + 18.0,
+            h - 18.0,
+            sr.colour,
+            lx + 22.0,
+            h - 14.0,
+            esc(sr.name)
+        );
     }
     let _ = write!(s, r#"<text x="14" y="{:.1}" text-anchor="middle" transform="rotate(-90 14 {:.1})">{}</text></svg>"#, (top + h - bottom) / 2.0, (top + h - bottom) / 2.0, esc(y_label));
     s

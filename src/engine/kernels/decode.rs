@@ -75,9 +75,7 @@ pub fn has_avx512() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
-        std::env::var_os("PARITY_NO_AVX512").is_none_or(|v| v.is_empty() || v == "0")
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
+        std::env::var_os("PARITY_NO_AVX512").is_none_or(|v| v.is_empty() || v == "0") && std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw")
     })
 }
 

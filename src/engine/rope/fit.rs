@@ -139,11 +139,7 @@ pub fn fit_theta(pre: &[f32], post: &[f32], n_heads: usize, head_dim: usize, pos
     if n > MAX_GRID_POINTS {
         return None;
     }
-    let mut ln_theta = (0..=n)
-        .map(|i| LN_THETA_RANGE.0 + i as f64 * step)
-        .map(|l| (misfit(&near, l), l))
-        .fold((f64::INFINITY, 0.0), |a, b| if b.0 < a.0 { b } else { a })
-        .1;
+    let mut ln_theta = (0..=n).map(|i| LN_THETA_RANGE.0 + i as f64 * step).map(|l| (misfit(&near, l), l)).fold((f64::INFINITY, 0.0), |a, b| if b.0 < a.0 { b } else { a }).1;
     // 2. Unwrap and refit on growing position ranges until every turn is in.
     loop {
         let sel: Vec<&Turn> = all.iter().filter(|t| t.p.abs() <= range).collect();
@@ -182,14 +178,7 @@ pub fn detect_pairing(pre: &[f32], post: &[f32], n_heads: usize, head_dim: usize
         .map(|pairing| {
             let theta = fit_theta(pre, post, n_heads, head_dim, positions, pairing);
             let cosine = theta.map_or(0.0, |theta| {
-                let cfg = RopeConfig {
-                    theta: d(theta),
-                    pairing: d(pairing),
-                    rotary_dim: d(head_dim),
-                    partial_layout: d(PartialLayout::LeadingBlock),
-                    scaling: d(RopeScaling::None),
-                    mrope: None,
-                };
+                let cfg = RopeConfig { theta: d(theta), pairing: d(pairing), rotary_dim: d(head_dim), partial_layout: d(PartialLayout::LeadingBlock), scaling: d(RopeScaling::None), mrope: None };
                 let Ok(rope) = Rope::with_style(&cfg, head_dim, FreqStyle::Transformers) else { return 0.0 };
                 let n = positions.len() * n_heads * head_dim;
                 let (Some(x), Some(y)) = (pre.get(..n), post.get(..n)) else { return 0.0 };

@@ -169,14 +169,7 @@ impl GgmlFreqs {
     /// the zero-padded layout, which llama.cpp expresses with 1e30 factors).
     pub fn new(theta: f64, n_dims: usize, n_pairs: usize, rotated_pairs: usize, s: &RopeScaling) -> Result<GgmlFreqs> {
         let freq_base = theta as f32;
-        let mut g = GgmlFreqs {
-            theta_scale: freq_base.powf(-2.0f32 / n_dims as f32),
-            freq_factors: None,
-            freq_scale: 1.0,
-            ext_factor: 0.0,
-            corr_dims: [0.0, 0.0],
-            attn_factor: 1.0,
-        };
+        let mut g = GgmlFreqs { theta_scale: freq_base.powf(-2.0f32 / n_dims as f32), freq_factors: None, freq_scale: 1.0, ext_factor: 0.0, corr_dims: [0.0, 0.0], attn_factor: 1.0 };
         match *s {
             RopeScaling::None => {}
             RopeScaling::FreqFactors { ref factors } => {

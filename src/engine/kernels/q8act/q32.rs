@@ -83,7 +83,13 @@ pub(super) fn dot_rows<const VNNI: bool>(dtype: DType, w: &[u8], acts: &QActs, o
             let x = _mm_loadu_si128(bs.get_unchecked(b).qs.as_ptr() as *const __m128i);
             _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(0x0F))
         };
-        let dot = |w, y| unsafe { if VNNI { avx2::dpbusd(w, y) } else { avx2::madd_pairs(w, y) } };
+        let dot = |w, y| unsafe {
+            if VNNI {
+                avx2::dpbusd(w, y)
+            } else {
+                avx2::madd_pairs(w, y)
+            }
+        };
         let scale = |b: usize| f32_of(unsafe { bs.get_unchecked(b) }.d);
         avx2::all_rows(unpack, dot, scale, acts, nb, Q4_0_OFFSET, out);
     }
@@ -97,15 +103,7 @@ mod avx2 {
 
     /// Every activation row against `nb` weight blocks, [`TILE`] rows at a time.
     #[inline(always)]
-    pub(super) fn all_rows<W: Copy>(
-        unpack: impl Fn(usize) -> W,
-        dot: impl Fn(W, __m256i) -> __m256i,
-        scale: impl Fn(usize) -> f32,
-        acts: &QActs,
-        nb: usize,
-        offset: i32,
-        out: &mut [f32],
-    ) {
+    pub(super) fn all_rows<W: Copy>(unpack: impl Fn(usize) -> W, dot: impl Fn(W, __m256i) -> __m256i, scale: impl Fn(usize) -> f32, acts: &QActs, nb: usize, offset: i32, out: &mut [f32]) {
         let n = out.len();
         // What `rows` relies on.
         assert!(acts.qs.len() >= n * acts.k && acts.bsums.len() >= 2 * n * acts.k / QK && acts.d.len() >= n * nb && nb <= acts.k / QK);

@@ -70,14 +70,38 @@ fn rows<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: impl Fn(&'a
 macro_rules! for_each_piece {
     ($c:ident, $body:block) => {{
         const _: () = assert!(PIECES == 8);
-        { let $c = 0; $body }
-        { let $c = 1; $body }
-        { let $c = 2; $body }
-        { let $c = 3; $body }
-        { let $c = 4; $body }
-        { let $c = 5; $body }
-        { let $c = 6; $body }
-        { let $c = 7; $body }
+        {
+            let $c = 0;
+            $body
+        }
+        {
+            let $c = 1;
+            $body
+        }
+        {
+            let $c = 2;
+            $body
+        }
+        {
+            let $c = 3;
+            $body
+        }
+        {
+            let $c = 4;
+            $body
+        }
+        {
+            let $c = 5;
+            $body
+        }
+        {
+            let $c = 6;
+            $body
+        }
+        {
+            let $c = 7;
+            $body
+        }
     }};
 }
 

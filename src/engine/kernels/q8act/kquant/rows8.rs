@@ -71,13 +71,21 @@ fn scales(dtype: DType, w: &[u8], b: usize) -> ([i32; 16], [i16; 16], f32, f32) 
 pub(in crate::engine::kernels::q8act) unsafe fn transpose8(v: &[__m256i; 8]) -> [__m256i; 8] {
     let t: [__m256i; 8] = std::array::from_fn(|i| {
         let (a, b) = (v[2 * (i / 2)], v[2 * (i / 2) + 1]);
-        if i % 2 == 0 { _mm256_unpacklo_epi32(a, b) } else { _mm256_unpackhi_epi32(a, b) }
+        if i % 2 == 0 {
+            _mm256_unpacklo_epi32(a, b)
+        } else {
+            _mm256_unpackhi_epi32(a, b)
+        }
     });
     // t[0] = r0 r1 lanes 0,1 | 4,5; t[1] = lanes 2,3 | 6,7; t[2], t[3] rows 2, 3; ...
     let u: [__m256i; 8] = std::array::from_fn(|i| {
         let (base, hi) = (4 * (i / 4), i % 4);
         let (a, b) = (t[base + hi / 2], t[base + 2 + hi / 2]);
-        if hi % 2 == 0 { _mm256_unpacklo_epi64(a, b) } else { _mm256_unpackhi_epi64(a, b) }
+        if hi % 2 == 0 {
+            _mm256_unpacklo_epi64(a, b)
+        } else {
+            _mm256_unpackhi_epi64(a, b)
+        }
     });
     // u[i] (i < 4) = rows 0-3, lane i | lane i + 4; u[4 + i] the same for rows 4-7.
     std::array::from_fn(|g| if g < 4 { _mm256_permute2x128_si256(u[g], u[4 + g], 0x20) } else { _mm256_permute2x128_si256(u[g - 4], u[g], 0x31) })
