@@ -67,41 +67,18 @@ fn rows<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: impl Fn(&'a
 
 /// `$body` for each piece `$c` in `0..PIECES`, unrolled so that `$c` is a
 /// constant (the piece's shifts, masks and shuffles then are too).
+#[rustfmt::skip]
 macro_rules! for_each_piece {
     ($c:ident, $body:block) => {{
         const _: () = assert!(PIECES == 8);
-        {
-            let $c = 0;
-            $body
-        }
-        {
-            let $c = 1;
-            $body
-        }
-        {
-            let $c = 2;
-            $body
-        }
-        {
-            let $c = 3;
-            $body
-        }
-        {
-            let $c = 4;
-            $body
-        }
-        {
-            let $c = 5;
-            $body
-        }
-        {
-            let $c = 6;
-            $body
-        }
-        {
-            let $c = 7;
-            $body
-        }
+        { let $c = 0; $body }
+        { let $c = 1; $body }
+        { let $c = 2; $body }
+        { let $c = 3; $body }
+        { let $c = 4; $body }
+        { let $c = 5; $body }
+        { let $c = 6; $body }
+        { let $c = 7; $body }
     }};
 }
 
