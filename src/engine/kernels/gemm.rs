@@ -31,6 +31,9 @@ pub const KC: usize = 256;
 /// Register tile: weight rows × activation rows.
 const R: usize = 4;
 const C: usize = 3;
+/// Activation rows of a tile with AVX-512: two pairs, each pair in one
+/// 16-lane register (see `tile_avx512`).
+const C512: usize = 4;
 /// Weight rows of a tile with one activation row.
 const R1: usize = 8;
 
@@ -125,8 +128,9 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
         }
         for k0 in (d0..d1).step_by(KC) {
             let kl = (k0 + KC).min(d1).min(k8).saturating_sub(k0);
-            for i0 in (0..t).step_by(C) {
-                let cc = (t - i0).min(C);
+            let c_max = if wide_tiles() { C512 } else { C };
+            for i0 in (0..t).step_by(c_max) {
+                let cc = (t - i0).min(c_max);
                 // A single activation row gives each weight row one FMA chain:
                 // R1 rows keep enough chains in flight to hide the FMA latency.
                 let r = if cc == 1 { R1 } else { R };
@@ -399,12 +403,30 @@ fn finish(l: &[f32], wtail: &[f32], xtail: &[f32]) -> f32 {
 /// `lanes` (element (j, i) at `(j·t + i)·8`).
 #[allow(clippy::too_many_arguments)]
 fn tile(rr: usize, cc: usize, w: &[f32], wk: usize, x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
-    assert!(rr <= if cc == 1 { R1 } else { R } && cc <= C && kl.is_multiple_of(8));
+    assert!(rr <= if cc == 1 { R1 } else { R } && cc <= C.max(C512) && kl.is_multiple_of(8));
     assert!(w.len() >= (rr - 1) * wk + kl && x.len() >= (cc - 1) * k + kl && lanes.len() >= ((rr - 1) * t + cc) * 8);
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
     // SAFETY: AVX2 and FMA are enabled for this build; the bounds asserted above
     // cover every load and store the kernel makes.
     unsafe {
+        if cc >= 2 && wide_tiles() {
+            // SAFETY: as above, and the CPU has AVX-512 F (checked).
+            match (rr, cc) {
+                (4, 4) => tile_avx512::<4, 4>(w, wk, x, k, kl, lanes, t),
+                (3, 4) => tile_avx512::<3, 4>(w, wk, x, k, kl, lanes, t),
+                (2, 4) => tile_avx512::<2, 4>(w, wk, x, k, kl, lanes, t),
+                (1, 4) => tile_avx512::<1, 4>(w, wk, x, k, kl, lanes, t),
+                (4, 3) => tile_avx512::<4, 3>(w, wk, x, k, kl, lanes, t),
+                (3, 3) => tile_avx512::<3, 3>(w, wk, x, k, kl, lanes, t),
+                (2, 3) => tile_avx512::<2, 3>(w, wk, x, k, kl, lanes, t),
+                (1, 3) => tile_avx512::<1, 3>(w, wk, x, k, kl, lanes, t),
+                (4, _) => tile_avx512::<4, 2>(w, wk, x, k, kl, lanes, t),
+                (3, _) => tile_avx512::<3, 2>(w, wk, x, k, kl, lanes, t),
+                (2, _) => tile_avx512::<2, 2>(w, wk, x, k, kl, lanes, t),
+                _ => tile_avx512::<1, 2>(w, wk, x, k, kl, lanes, t),
+            }
+            return;
+        }
         match (rr, cc) {
             (4, 3) => tile_avx2::<4, 3>(w, wk, x, k, kl, lanes, t),
             (3, 3) => tile_avx2::<3, 3>(w, wk, x, k, kl, lanes, t),
@@ -452,6 +474,60 @@ unsafe fn tile_avx2<const RR: usize, const CC: usize>(w: &[f32], wk: usize, x: &
         for (c, v) in a.iter().enumerate() {
             let p = pl.add((r * t + c) * 8);
             _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), *v));
+        }
+    }
+}
+
+/// Whether the several-row tiles use AVX-512 (`tile_avx512`): where the CPU
+/// has it and `PARITY_NO_AVX512` is not set (`decode::has_avx512`).
+#[inline]
+fn wide_tiles() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    return super::decode::has_avx512();
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    false
+}
+
+/// `tile_avx2` with 16-lane registers: two activation rows share one register,
+/// row 2p in its low eight lanes and row 2p + 1 in its high eight (for an odd
+/// `CC`, the last row in both halves, the high one dropped), and each weight
+/// slice is broadcast to both halves. Every lane still takes its own
+/// element's products in the same order as `tile_avx2` (one chain per lane,
+/// added to the lanes at the end), so results are the same bit for bit; each
+/// multiply-add now serves two activation rows.
+///
+/// SAFETY: as `tile_avx2`, and the CPU has AVX-512 F.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512<const RR: usize, const CC: usize>(w: &[f32], wk: usize, x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
+    use std::arch::x86_64::*;
+    let pairs = CC.div_ceil(2);
+    let (pw, px, pl) = (w.as_ptr(), x.as_ptr(), lanes.as_mut_ptr());
+    let mut acc = [[_mm512_setzero_ps(); 2]; RR];
+    let mut s = 0;
+    while s < kl {
+        let mut xv = [_mm512_setzero_ps(); 2];
+        for (p, v) in xv.iter_mut().enumerate().take(pairs) {
+            let lo = _mm256_loadu_ps(px.add(2 * p * k + s));
+            let hi = _mm256_loadu_ps(px.add((2 * p + 1).min(CC - 1) * k + s));
+            *v = _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi)));
+        }
+        for (r, a) in acc.iter_mut().enumerate() {
+            let wv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(pw.add(r * wk + s)))));
+            for p in 0..pairs {
+                a[p] = _mm512_fmadd_ps(wv, xv[p], a[p]);
+            }
+        }
+        s += 8;
+    }
+    for (r, a) in acc.iter().enumerate() {
+        for (p, v) in a.iter().enumerate().take(pairs) {
+            let halves = [_mm512_castps512_ps256(*v), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*v)))];
+            for (h, v) in halves.into_iter().enumerate().take(CC - 2 * p) {
+                let at = pl.add((r * t + 2 * p + h) * 8);
+                _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), v));
+            }
         }
     }
 }
@@ -522,7 +598,7 @@ mod tests {
             for n in [1, 3, 4, 13, 16] {
                 let rows: Vec<Vec<u8>> = (0..n).map(|j| bytemuck::cast_slice(&vals(j as u32, k)).to_vec()).collect();
                 let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
-                for t in [1, 2, 3, 5, 64] {
+                for t in [1, 2, 3, 5, 7, 64] {
                     let xs = vals(100 + t as u32, t * k);
                     let (mut fast, mut plain) = (vec![0f32; n * t], vec![0f32; n * t]);
                     rows_times_acts(DType::F32, &refs, &xs, k, &mut fast, &mut s, &[]);
