@@ -87,12 +87,12 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
         return;
     }
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     if t == 1 && dtype == DType::Q4_K && k.is_multiple_of(256) && super::decode::has_avx512() && rows.iter().take(n).all(|r| r.len() >= k / 256 * 144) {
         // SAFETY: the CPU has AVX-512 F and BW (checked); every row holds k / 256 blocks.
         unsafe { q4_k_one_row(&rows[..n], &xs[..k], &mut yt[..n], next) };
         return;
     }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     if t == 1 && dtype == DType::Q8_0 && k.is_multiple_of(Q8_0_QK) && rows.iter().take(n).all(|r| r.len() >= k / Q8_0_QK * Q8_0_BYTES) {
         // SAFETY: AVX2, FMA and F16C are enabled for this build; every row holds k / 32 blocks.
         unsafe { q8_0_one_row(&rows[..n], &xs[..k], &mut yt[..n], next) };
@@ -250,7 +250,9 @@ unsafe fn halves_tile<const RR: usize>(f16: bool, rows: &[&[u8]], x: &[f32], y: 
 }
 
 /// Elements and bytes of a Q8_0 block (an f16 scale, then 32 signed bytes).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 const Q8_0_QK: usize = 32;
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 const Q8_0_BYTES: usize = 34;
 
 /// One activation row against up to `R1` Q8_0 rows read in place: each group
