@@ -288,15 +288,18 @@ impl Linear {
             return self.add_bias(yt);
         }
         let mut y = vec![0f32; n_out * t];
-        // Blocks of 16 outputs keep both sides' cache lines in use.
-        for o0 in (0..n_out).step_by(16) {
-            let o1 = (o0 + 16).min(n_out);
-            for ti in 0..t {
-                for o in o0..o1 {
-                    y[ti * n_out + o] = yt[o * t + ti];
+        // Eight input rows per task, on all threads: each output reads eight
+        // consecutive values of yt, and each task writes (and faults in) its
+        // own part of y.
+        const ROWS: usize = 8;
+        y.par_chunks_mut(ROWS * n_out).enumerate().for_each(|(c, ys)| {
+            let (t0, rows) = (c * ROWS, ys.len() / n_out);
+            for o in 0..n_out {
+                for (r, v) in yt[o * t + t0..o * t + t0 + rows].iter().enumerate() {
+                    ys[r * n_out + o] = *v;
                 }
             }
-        }
+        });
         self.add_bias(y)
     }
 
@@ -323,6 +326,28 @@ mod tests {
         for n in [0, 1, 7, 8, 9, 31, 32, 33, 40, 64, 100, 1027, 4096] {
             let (a, b) = (v(1, n), v(2, n));
             assert_eq!(dot(&a, &b).to_bits(), dot_ref(&a, &b).to_bits(), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn every_input_row_comes_out_in_its_place() {
+        // Many input rows are transposed from the kernels' [out, T] in tasks
+        // of eight rows: each must land where the same row alone lands.
+        use crate::engine::kernels::decode::synthetic_blocks;
+        use crate::formats::tensor::Backing;
+        let (k, rows) = (256, 37);
+        let raw = synthetic_blocks(DType::Q4_K, rows, 5, false);
+        let n = raw.len();
+        let w = Tensor::new("w", DType::Q4_K, vec![rows, k], Backing::Owned(std::sync::Arc::new(raw)), 0..n).unwrap();
+        for round_input in [false, true] {
+            let l = Linear { w: w.clone(), bias: Some((0..rows).map(|o| o as f32).collect()), round_input };
+            let t = 13;
+            let x: Vec<f32> = (0..t * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let all = l.forward(&x);
+            for (ti, got) in all.chunks(rows).enumerate() {
+                let alone = l.forward(&x[ti * k..(ti + 1) * k]);
+                assert!(got.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "round_input={round_input} row {ti}");
+            }
         }
     }
 
