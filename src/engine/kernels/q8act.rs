@@ -240,7 +240,7 @@ fn accumulate(lanes: &mut [f32; 8], b: usize, d: f32, s: i32, min: Option<(f32, 
 }
 
 /// A weight row viewed as blocks `B` (alignment 1, so only a short tail can be left over).
-fn blocks_of<B: bytemuck::Pod>(w: &[u8]) -> &[B] {
+pub(super) fn blocks_of<B: bytemuck::Pod>(w: &[u8]) -> &[B] {
     let n = w.len() / size_of::<B>();
     bytemuck::cast_slice(&w[..n * size_of::<B>()])
 }
