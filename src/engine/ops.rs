@@ -261,15 +261,16 @@ impl Linear {
             let (dtype, n_out) = (l.w.dtype, l.out_dim());
             let n = chunk.len() / t.max(1);
             let ws: [&[u8]; ROWS] = std::array::from_fn(|j| l.w.row_bytes((first + j).min(n_out - 1)));
-            // The row after this chunk: the first one the kernels prefetch past their own.
-            let next = (first + ROWS < n_out).then(|| l.w.row_bytes(first + ROWS));
+            // The rows of the following chunk: the ones the kernels prefetch past their own.
+            let n_next = n_out.saturating_sub(first + ROWS).min(ROWS);
+            let next: [&[u8]; ROWS] = std::array::from_fn(|j| if j < n_next { l.w.row_bytes(first + ROWS + j) } else { &[] });
             match acts {
                 // llama.cpp's numerics: integer block dot products.
-                Some(acts) => q8act::dot_rows(dtype, &ws[..n], acts, chunk, next.unwrap_or(&[])),
+                Some(acts) => q8act::dot_rows(dtype, &ws[..n], acts, chunk, next[0]),
                 // Exact numerics: the rows decoded, every input row through them.
                 None => {
                     let xs = rounded.as_deref().unwrap_or(x);
-                    gemm::rows_times_acts(dtype, &ws[..n], xs, n_in, chunk, scratch, next.as_slice());
+                    gemm::rows_times_acts(dtype, &ws[..n], xs, n_in, chunk, scratch, &next[..n_next]);
                 }
             }
         });

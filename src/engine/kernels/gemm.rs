@@ -31,9 +31,10 @@ pub const KC: usize = 256;
 /// Register tile: weight rows × activation rows.
 const R: usize = 4;
 const C: usize = 3;
-/// Activation rows of a tile with AVX-512: two pairs, each pair in one
-/// 16-lane register (see `tile_avx512`).
-const C512: usize = 4;
+/// A tile with AVX-512 (`tile_wide`): up to `Q512` pairs of weight rows, each
+/// pair in one 16-lane register, times up to `C512` activation rows.
+const Q512: usize = NR / 2;
+const C512: usize = 3;
 /// Weight rows of a tile with one activation row.
 const R1: usize = 8;
 
@@ -59,15 +60,18 @@ macro_rules! with_rows {
 #[derive(Default)]
 pub struct Scratch {
     w: Vec<f32>,
+    /// With AVX-512 tiles: one summation block of the decoded rows, two rows
+    /// interleaved eight floats at a time (see `interleave`).
+    pairs: Vec<f32>,
     lanes: Vec<f32>,
     tail: Vec<f32>,
 }
 
 /// `yt[j·t + i] = Σ_k w_j[k] · xs[i·k_len + k]` for up to `NR` weight rows given
 /// as stored bytes of `dtype` (each holding `k` elements) and `t = xs.len() / k`
-/// activation rows; `yt` is `[rows.len(), t]`. `next` starts with the row
-/// this thread will probably take next (the first after these, or none): it is
-/// prefetched while the last of these is decoded (results never depend on it).
+/// activation rows; `yt` is `[rows.len(), t]`. `next` holds the rows this
+/// thread will probably take next (those after these, or none), prefetched
+/// while these are multiplied (results never depend on them).
 #[allow(clippy::too_many_arguments)]
 pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &mut [f32], s: &mut Scratch, next: &[&[u8]]) {
     let (n, t) = (rows.len().min(NR), xs.len() / k.max(1));
@@ -106,31 +110,57 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
     // memory streams best.
     let sw = if t == 1 { k.max(1) } else { KC };
     s.w.resize(n * sw, 0.0);
+    // With AVX-512 and several activation rows, two weight rows share each
+    // register (`tile_wide`); their lanes sit side by side: element (j, i)
+    // at `lane(j, i)`.
+    let wide = t >= 2 && wide_tiles();
+    let np = n.div_ceil(2);
+    let lane = |j: usize, i: usize| if wide { ((j / 2) * t + i) * 16 + (j % 2) * 8 } else { (j * t + i) * 8 };
     s.lanes.clear();
-    s.lanes.resize(n * t * 8, 0.0);
+    s.lanes.resize(np * 2 * t * 8, 0.0);
     s.tail.resize(n * 8, 0.0);
     let k8 = k - k % 8;
     for d0 in (0..k).step_by(sw) {
         let d1 = (d0 + sw).min(k);
         let (b0, b1) = (d0 / block * size, d1.div_ceil(block) * size);
-        // Weights stream from memory once per call: while one row's slice is
-        // decoded, the following one (this row's next slice once the rows
-        // run out, or the next rows') is asked for, so it is on its way.
+        // Weights stream from memory once per call: while one row is
+        // decoded, the following one (the first of `next` after the last) is
+        // asked for, so it is on its way.
         for (j, bytes) in rows.iter().take(n).enumerate() {
-            let ahead = match (rows.get(j + 1).filter(|_| j + 1 < n), next.first()) {
-                (Some(r), _) => r.get(b0..b1),
-                (None, _) if d1 < k => rows[0].get(b1..(2 * b1 - b0)),
-                (None, Some(r)) => r.get(..b1 - b0),
-                (None, None) => None,
-            };
-            prefetch(ahead.unwrap_or(&[]));
+            if t == 1 {
+                prefetch(rows.get(j + 1).filter(|_| j + 1 < n).or(next.first()).and_then(|r| r.get(b0..b1)).unwrap_or(&[]));
+            }
             super::decode::decode(dtype, &bytes[b0..b1.min(bytes.len())], &mut s.w[j * sw..j * sw + (d1 - d0)]);
         }
+        // With several activation rows, the tiles of a slice take far longer
+        // than a memory fetch: every row's next slice (or the first slice of
+        // the rows in `next`) is asked for while they run, one row per group
+        // of activation rows or more when the groups are fewer (all at once
+        // would stall on the few lines a core can have in flight).
+        let (ahead, span) = if d1 < k { (&rows[..n], b1..2 * b1 - b0) } else { (next, 0..b1 - b0) };
+        let per = ahead.len().div_ceil(t.div_ceil(if wide { C512 } else { C })).max(1);
+        let ask = |g: usize| {
+            for r in ahead.iter().skip(g * per).take(if t > 1 { per } else { 0 }) {
+                prefetch(r.get(span.start..span.end.min(r.len())).unwrap_or(&[]));
+            }
+        };
         for k0 in (d0..d1).step_by(KC) {
             let kl = (k0 + KC).min(d1).min(k8).saturating_sub(k0);
-            let c_max = if wide_tiles() { C512 } else { C };
-            for i0 in (0..t).step_by(c_max) {
-                let cc = (t - i0).min(c_max);
+            if wide {
+                interleave(&s.w, sw, k0 - d0, kl, n, &mut s.pairs);
+                for i0 in (0..t).step_by(C512) {
+                    ask(i0 / C512);
+                    let cc = (t - i0).min(C512);
+                    for q0 in (0..np).step_by(Q512) {
+                        let qq = (np - q0).min(Q512);
+                        tile_wide(qq, cc, &s.pairs[q0 * 2 * KC..], &xs[i0 * k + k0..], k, kl, &mut s.lanes[(q0 * t + i0) * 16..], t);
+                    }
+                }
+                continue;
+            }
+            for i0 in (0..t).step_by(C) {
+                ask(i0 / C);
+                let cc = (t - i0).min(C);
                 // A single activation row gives each weight row one FMA chain:
                 // R1 rows keep enough chains in flight to hide the FMA latency.
                 let r = if cc == 1 { R1 } else { R };
@@ -150,10 +180,14 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
             }
         }
     }
+    if wide {
+        finish_wide(&s.lanes, &s.tail, n, xs, k, yt);
+        return;
+    }
     for (j, y) in yt.chunks_mut(t).take(n).enumerate() {
         let wtail = &s.tail[j * 8..j * 8 + (k - k8)];
         for (i, v) in y.iter_mut().enumerate() {
-            let l = &s.lanes[(j * t + i) * 8..(j * t + i) * 8 + 8];
+            let l = &s.lanes[lane(j, i)..lane(j, i) + 8];
             *v = finish(l, wtail, &xs[i * k + k8..(i + 1) * k]);
         }
     }
@@ -395,30 +429,12 @@ fn finish(l: &[f32], wtail: &[f32], xtail: &[f32]) -> f32 {
 /// `lanes` (element (j, i) at `(j·t + i)·8`).
 #[allow(clippy::too_many_arguments)]
 fn tile(rr: usize, cc: usize, w: &[f32], wk: usize, x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
-    assert!(rr <= if cc == 1 { R1 } else { R } && cc <= C.max(C512) && kl.is_multiple_of(8));
+    assert!(rr <= if cc == 1 { R1 } else { R } && cc <= C && kl.is_multiple_of(8));
     assert!(w.len() >= (rr - 1) * wk + kl && x.len() >= (cc - 1) * k + kl && lanes.len() >= ((rr - 1) * t + cc) * 8);
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
     // SAFETY: AVX2 and FMA are enabled for this build; the bounds asserted above
     // cover every load and store the kernel makes.
     unsafe {
-        if cc >= 2 && wide_tiles() {
-            // SAFETY: as above, and the CPU has AVX-512 F (checked).
-            match (rr, cc) {
-                (4, 4) => tile_avx512::<4, 4>(w, wk, x, k, kl, lanes, t),
-                (3, 4) => tile_avx512::<3, 4>(w, wk, x, k, kl, lanes, t),
-                (2, 4) => tile_avx512::<2, 4>(w, wk, x, k, kl, lanes, t),
-                (1, 4) => tile_avx512::<1, 4>(w, wk, x, k, kl, lanes, t),
-                (4, 3) => tile_avx512::<4, 3>(w, wk, x, k, kl, lanes, t),
-                (3, 3) => tile_avx512::<3, 3>(w, wk, x, k, kl, lanes, t),
-                (2, 3) => tile_avx512::<2, 3>(w, wk, x, k, kl, lanes, t),
-                (1, 3) => tile_avx512::<1, 3>(w, wk, x, k, kl, lanes, t),
-                (4, _) => tile_avx512::<4, 2>(w, wk, x, k, kl, lanes, t),
-                (3, _) => tile_avx512::<3, 2>(w, wk, x, k, kl, lanes, t),
-                (2, _) => tile_avx512::<2, 2>(w, wk, x, k, kl, lanes, t),
-                _ => tile_avx512::<1, 2>(w, wk, x, k, kl, lanes, t),
-            }
-            return;
-        }
         match (rr, cc) {
             (4, 3) => tile_avx2::<4, 3>(w, wk, x, k, kl, lanes, t),
             (3, 3) => tile_avx2::<3, 3>(w, wk, x, k, kl, lanes, t),
@@ -480,46 +496,134 @@ fn wide_tiles() -> bool {
     false
 }
 
-/// `tile_avx2` with 16-lane registers: two activation rows share one register,
-/// row 2p in its low eight lanes and row 2p + 1 in its high eight (for an odd
-/// `CC`, the last row in both halves, the high one dropped), and each weight
-/// slice is broadcast to both halves. Every lane still takes its own
+/// Copies `kl` elements (from `at`) of `n` decoded rows (stride `sw`) into
+/// `pairs`, rows 2q and 2q + 1 interleaved eight floats at a time in pair q's
+/// `2 · KC` floats (an odd last row is paired with itself).
+fn interleave(w: &[f32], sw: usize, at: usize, kl: usize, n: usize, pairs: &mut Vec<f32>) {
+    pairs.resize(n.div_ceil(2) * 2 * KC, 0.0);
+    for (q, p) in pairs.chunks_mut(2 * KC).take(n.div_ceil(2)).enumerate() {
+        let rows = [2 * q, (2 * q + 1).min(n - 1)].map(|j| &w[j * sw + at..j * sw + at + kl]);
+        for (g, out) in p[..2 * kl].chunks_exact_mut(16).enumerate() {
+            out[..8].copy_from_slice(&rows[0][8 * g..8 * g + 8]);
+            out[8..].copy_from_slice(&rows[1][8 * g..8 * g + 8]);
+        }
+    }
+}
+
+/// `finish` for the lanes of `tile_wide` (pairs of rows side by side): both
+/// rows' lane trees at once in one register, the same additions in the same
+/// order, then each row's tail (`tail`, eight floats per row) as `finish` adds it.
+fn finish_wide(lanes: &[f32], tail: &[f32], n: usize, xs: &[f32], k: usize, yt: &mut [f32]) {
+    let (t, k8) = (xs.len() / k, k - k % 8);
+    assert!(lanes.len() >= n.div_ceil(2) * t * 16 && tail.len() >= n * 8 && yt.len() >= n * t);
+    for q in 0..n.div_ceil(2) {
+        for i in 0..t {
+            let l = &lanes[(q * t + i) * 16..(q * t + i + 1) * 16];
+            #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+            // SAFETY: the CPU has AVX-512 F (`wide_tiles`, the condition of the wide path); `l` holds 16 floats.
+            let sums = unsafe { lane_trees(l) };
+            #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+            let sums = [finish(&l[..8], &[], &[]), finish(&l[8..], &[], &[])];
+            for (h, mut v) in sums.into_iter().enumerate().take(n - 2 * q) {
+                let j = 2 * q + h;
+                for (&w, &x) in tail[j * 8..j * 8 + (k - k8)].iter().zip(&xs[i * k + k8..(i + 1) * k]) {
+                    v = w.mul_add(x, v);
+                }
+                yt[j * t + i] = v;
+            }
+        }
+    }
+}
+
+/// `finish`'s lane tree, ((0+4)+(1+5))+((2+6)+(3+7)), for both halves of a
+/// 16-lane register: every addition has `finish`'s operands in `finish`'s order.
+///
+/// SAFETY: the CPU has AVX-512 F; `l` holds 16 floats.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[target_feature(enable = "avx512f")]
+unsafe fn lane_trees(l: &[f32]) -> [f32; 2] {
+    use std::arch::x86_64::*;
+    let v = _mm512_loadu_ps(l.as_ptr());
+    // Lane i < 4 of each half: l[i] + l[i + 4].
+    let a = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b10_11_00_01>(v, v));
+    // Lanes 0 and 2: a[0] + a[1], a[2] + a[3].
+    let b = _mm512_add_ps(a, _mm512_permute_ps::<0b10_11_00_01>(a));
+    // Lane 0: b[0] + b[2].
+    let c = _mm512_add_ps(b, _mm512_permute_ps::<0b01_00_11_10>(b));
+    [_mm512_cvtss_f32(c), _mm256_cvtss_f32(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(c))))]
+}
+
+/// Adds one summation block's products of `qq ≤ Q512` interleaved pairs of
+/// weight rows (`interleave`) and `cc ≤ C512` activation rows (stride `k`)
+/// over `kl` (a multiple of 8) elements into `lanes` (pair q and activation
+/// row i at `(q·t + i)·16`, the pair's first row in the low eight).
+#[allow(clippy::too_many_arguments)]
+fn tile_wide(qq: usize, cc: usize, pairs: &[f32], x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
+    assert!((1..=Q512).contains(&qq) && (1..=C512).contains(&cc) && kl.is_multiple_of(8) && kl <= KC);
+    assert!(pairs.len() >= (qq - 1) * 2 * KC + 2 * kl && x.len() >= (cc - 1) * k + kl && lanes.len() >= ((qq - 1) * t + cc) * 16);
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    // SAFETY: the CPU has AVX-512 F (`wide_tiles`, the only caller's
+    // condition); the bounds asserted above cover every load and store.
+    unsafe {
+        match cc {
+            1 => tile_wide_c::<1>(qq, pairs, x, k, kl, lanes, t),
+            2 => tile_wide_c::<2>(qq, pairs, x, k, kl, lanes, t),
+            _ => tile_wide_c::<3>(qq, pairs, x, k, kl, lanes, t),
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    {
+        let _ = (pairs, x, k, lanes, t);
+        unreachable!("wide tiles need AVX-512 (`wide_tiles` is false in this build)")
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_wide_c<const CC: usize>(qq: usize, pairs: &[f32], x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
+    match qq {
+        8 => tile_avx512::<8, CC>(pairs, x, k, kl, lanes, t),
+        7 => tile_avx512::<7, CC>(pairs, x, k, kl, lanes, t),
+        6 => tile_avx512::<6, CC>(pairs, x, k, kl, lanes, t),
+        5 => tile_avx512::<5, CC>(pairs, x, k, kl, lanes, t),
+        4 => tile_avx512::<4, CC>(pairs, x, k, kl, lanes, t),
+        3 => tile_avx512::<3, CC>(pairs, x, k, kl, lanes, t),
+        2 => tile_avx512::<2, CC>(pairs, x, k, kl, lanes, t),
+        _ => tile_avx512::<1, CC>(pairs, x, k, kl, lanes, t),
+    }
+}
+
+/// `tile_avx2` with 16-lane registers: two weight rows share one register,
+/// interleaved as `interleave` stores them, and each activation row's eight
+/// floats are broadcast to both halves. Every lane still takes its own
 /// element's products in the same order as `tile_avx2` (one chain per lane,
 /// added to the lanes at the end), so results are the same bit for bit; each
-/// multiply-add now serves two activation rows.
+/// multiply-add serves two weight rows, and a tile of 8 pairs by 3 activation
+/// rows keeps 24 chains in flight from 11 loads per 24 multiply-adds.
 ///
 /// SAFETY: as `tile_avx2`, and the CPU has AVX-512 F.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512<const RR: usize, const CC: usize>(w: &[f32], wk: usize, x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
+unsafe fn tile_avx512<const QQ: usize, const CC: usize>(pairs: &[f32], x: &[f32], k: usize, kl: usize, lanes: &mut [f32], t: usize) {
     use std::arch::x86_64::*;
-    let pairs = CC.div_ceil(2);
-    let (pw, px, pl) = (w.as_ptr(), x.as_ptr(), lanes.as_mut_ptr());
-    let mut acc = [[_mm512_setzero_ps(); 2]; RR];
+    let (pw, px, pl) = (pairs.as_ptr(), x.as_ptr(), lanes.as_mut_ptr());
+    let mut acc = [[_mm512_setzero_ps(); CC]; QQ];
     let mut s = 0;
     while s < kl {
-        let mut xv = [_mm512_setzero_ps(); 2];
-        for (p, v) in xv.iter_mut().enumerate().take(pairs) {
-            let lo = _mm256_loadu_ps(px.add(2 * p * k + s));
-            let hi = _mm256_loadu_ps(px.add((2 * p + 1).min(CC - 1) * k + s));
-            *v = _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi)));
-        }
-        for (r, a) in acc.iter_mut().enumerate() {
-            let wv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(pw.add(r * wk + s)))));
-            for p in 0..pairs {
-                a[p] = _mm512_fmadd_ps(wv, xv[p], a[p]);
+        let xv: [__m512; CC] = std::array::from_fn(|c| _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(px.add(c * k + s))))));
+        for (q, a) in acc.iter_mut().enumerate() {
+            let wv = _mm512_loadu_ps(pw.add(q * 2 * KC + 2 * s));
+            for c in 0..CC {
+                a[c] = _mm512_fmadd_ps(wv, xv[c], a[c]);
             }
         }
         s += 8;
     }
-    for (r, a) in acc.iter().enumerate() {
-        for (p, v) in a.iter().enumerate().take(pairs) {
-            let halves = [_mm512_castps512_ps256(*v), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*v)))];
-            for (h, v) in halves.into_iter().enumerate().take(CC - 2 * p) {
-                let at = pl.add((r * t + 2 * p + h) * 8);
-                _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), v));
-            }
+    for (q, a) in acc.iter().enumerate() {
+        for (c, v) in a.iter().enumerate() {
+            let at = pl.add((q * t + c) * 16);
+            _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *v));
         }
     }
 }
