@@ -266,7 +266,7 @@ impl Linear {
             let next: [&[u8]; ROWS] = std::array::from_fn(|j| if j < n_next { l.w.row_bytes(first + ROWS + j) } else { &[] });
             match acts {
                 // llama.cpp's numerics: integer block dot products.
-                Some(acts) => q8act::dot_rows(dtype, &ws[..n], acts, chunk, next[0]),
+                Some(acts) => q8act::dot_rows(dtype, &ws[..n], acts, chunk, &next[..n_next]),
                 // Exact numerics: the rows decoded, every input row through them.
                 None => {
                     let xs = rounded.as_deref().unwrap_or(x);

@@ -134,15 +134,15 @@ fn quantize_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
 /// `out[j·n + i]` = the dot product of weight row `ws[j]` (stored bytes of
 /// `dtype`) with activation row `i` of `acts`, for `i < n = out.len() / ws.len()`.
 /// Several weight rows per call, so the dispatch is paid once for them.
-/// `next` is the weight row after the last of `ws` (or empty): with one
-/// activation row, each row's successor is asked for while it is read
+/// `next` holds the weight rows after the last of `ws` (or none): with one
+/// activation row, the row `AHEAD` places on is asked for while one is read
 /// (a hint; results never depend on it).
-pub fn dot_rows(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32], next: &[u8]) {
+pub fn dot_rows(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32], next: &[&[u8]]) {
     dot_rows_with(dtype, ws, acts, out, has_vnni(), next)
 }
 
 /// `dot_rows`, with the AVX-512 VNNI kernels used where `vnni` and the CPU has them (tests run both).
-fn dot_rows_with(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32], vnni: bool, next: &[u8]) {
+fn dot_rows_with(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32], vnni: bool, next: &[&[u8]]) {
     if ws.is_empty() {
         return;
     }
@@ -165,14 +165,17 @@ fn dot_rows_with(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32], vnni
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 #[target_feature(enable = "avx512vnni,avx512vl")]
-unsafe fn dot_rows_vnni(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32], next: &[u8]) {
+unsafe fn dot_rows_vnni(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32], next: &[&[u8]]) {
     dot_rows_isa::<true>(dtype, ws, acts, out, next)
 }
+
+/// How many rows ahead of the one being read a one-row call prefetches.
+const AHEAD: usize = 2;
 
 /// The integer kernels, compiled once for AVX2 and once with AVX-512 VNNI.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 #[inline(always)]
-fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32], next: &[u8]) {
+fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32], next: &[&[u8]]) {
     // Plain loops: closures here would not be inlined with the VNNI features.
     let n = out.len() / ws.len();
     if VNNI && kquant::rows8::takes(dtype, n) {
@@ -187,7 +190,8 @@ fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out:
     }
     for (j, (w, o)) in ws.iter().zip(out.chunks_exact_mut(n)).enumerate() {
         if n == 1 {
-            super::gemm::prefetch(ws.get(j + 1).copied().unwrap_or(next));
+            let ahead = ws.get(j + AHEAD).or_else(|| next.get(j + AHEAD - ws.len()));
+            super::gemm::prefetch(ahead.copied().unwrap_or(&[]));
         }
         match dtype {
             DType::Q8_0 | DType::Q4_0 => q32::dot_rows::<VNNI>(dtype, w, acts, o),
