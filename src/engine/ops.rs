@@ -256,14 +256,15 @@ impl Linear {
         for (li, yt) in yts.iter_mut().enumerate() {
             tasks.extend(yt.chunks_mut(ROWS * t.max(1)).enumerate().map(|(c, chunk)| (li, c * ROWS, chunk)));
         }
+        let rows: [_; N] = std::array::from_fn(|i| ls[i].w.row_view());
         tasks.into_par_iter().for_each_init(gemm::Scratch::default, |scratch, (li, first, chunk)| {
-            let (l, (_, acts, rounded)) = (ls[li], &inputs[which[li]]);
+            let (l, w, (_, acts, rounded)) = (ls[li], rows[li], &inputs[which[li]]);
             let (dtype, n_out) = (l.w.dtype, l.out_dim());
             let n = chunk.len() / t.max(1);
-            let ws: [&[u8]; ROWS] = std::array::from_fn(|j| l.w.row_bytes((first + j).min(n_out - 1)));
+            let ws: [&[u8]; ROWS] = std::array::from_fn(|j| w.row((first + j).min(n_out - 1)));
             // The rows of the following chunk: the ones the kernels prefetch past their own.
             let n_next = n_out.saturating_sub(first + ROWS).min(ROWS);
-            let next: [&[u8]; ROWS] = std::array::from_fn(|j| if j < n_next { l.w.row_bytes(first + ROWS + j) } else { &[] });
+            let next: [&[u8]; ROWS] = std::array::from_fn(|j| if j < n_next { w.row(first + ROWS + j) } else { &[] });
             match acts {
                 // llama.cpp's numerics: integer block dot products.
                 Some(acts) => q8act::dot_rows(dtype, &ws[..n], acts, chunk, &next[..n_next]),

@@ -201,9 +201,13 @@ impl Tensor {
 
     /// Bytes of logical row `r` (rows are whole blocks: checked at load by `expect_shape`).
     pub fn row_bytes(&self, r: usize) -> &[u8] {
-        let rb = self.dtype.bytes_for(self.row_len()).unwrap_or(0);
-        let r = self.row_map.as_ref().map_or(r, |m| m[r] as usize);
-        &self.bytes()[r * rb..(r + 1) * rb]
+        self.row_view().row(r)
+    }
+
+    /// The tensor's rows, for reading many: the row size and the backing
+    /// looked up once (`row_bytes` does both for each row).
+    pub fn row_view(&self) -> Rows<'_> {
+        Rows { bytes: self.bytes(), size: self.dtype.bytes_for(self.row_len()).unwrap_or(0), map: self.row_map.as_deref().map(|m| m.as_slice()) }
     }
 
     /// Dequantise row `r` into `out` (length `row_len`).
@@ -270,5 +274,22 @@ impl Tensor {
             return Err(Error::model(model, format!("tensor {}: rows of {} are not whole {} blocks", self.name, self.row_len(), self.dtype)));
         }
         Ok(())
+    }
+}
+
+/// A tensor's rows as stored bytes (`Tensor::row_view`).
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<'a> {
+    bytes: &'a [u8],
+    size: usize,
+    map: Option<&'a [u32]>,
+}
+
+impl<'a> Rows<'a> {
+    /// Bytes of logical row `r`.
+    #[inline]
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let r = self.map.map_or(r, |m| m[r] as usize);
+        &self.bytes[r * self.size..(r + 1) * self.size]
     }
 }

@@ -37,6 +37,8 @@ const Q512: usize = NR / 2;
 const C512: usize = 3;
 /// Weight rows of a tile with one activation row.
 const R1: usize = 8;
+/// With one activation row, decoding a row prefetches the row this many places on.
+const DECODE_AHEAD: usize = 2;
 
 /// `$f::<RR>(args)` for `RR` = `$n`, from 1 to `R1` (nothing for others).
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
@@ -128,7 +130,8 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
         // asked for, so it is on its way.
         for (j, bytes) in rows.iter().take(n).enumerate() {
             if t == 1 {
-                prefetch(rows.get(j + 1).filter(|_| j + 1 < n).or(next.first()).and_then(|r| r.get(b0..b1)).unwrap_or(&[]));
+                let ahead = rows[..n].get(j + DECODE_AHEAD).or_else(|| next.get(j + DECODE_AHEAD - n));
+                prefetch(ahead.and_then(|r| r.get(b0..b1)).unwrap_or(&[]));
             }
             super::decode::decode(dtype, &bytes[b0..b1.min(bytes.len())], &mut s.w[j * sw..j * sw + (d1 - d0)]);
         }
