@@ -128,20 +128,35 @@ fn quantize_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
 /// the signed value of largest magnitude, `q = min(nearest_int(iscale·x), 127)`
 /// (half to even); returns `d = 1 / iscale` (0 for an all-zero block).
 fn quantize_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
+    // ggml scans for the first element of largest magnitude; the same
+    // element, found as the largest magnitude (eight lanes, so it vectorises;
+    // NaNs lose every comparison, as in the scan) and then its first holder.
+    let mut lanes = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, v) in lanes.iter_mut().zip(c) {
+            *m = if v.abs() > *m { v.abs() } else { *m };
         }
     }
+    let amax = lanes.iter().chain(rest).fold(0f32, |a, &m| if m.abs() > a { m.abs() } else { a });
+    let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
     if amax == 0.0 {
         q.fill(0);
         return 0.0;
     }
     let iscale = -Q8_MAX / max;
-    for (q, &v) in q.iter_mut().zip(x) {
-        *q = (iscale * v).round_ties_even().min(Q8_MAX) as i8;
+    // |iscale · v| <= 127 (a NaN becomes 127 at `min`), so an i32 holds it.
+    let one = |v: f32| (iscale * v).round_ties_even().min(Q8_MAX) as i32 as i8;
+    let mut qc = q.chunks_exact_mut(8);
+    for (q, c) in (&mut qc).zip(x.chunks_exact(8)) {
+        let v: [i32; 8] = std::array::from_fn(|l| (iscale * c[l]).round_ties_even().min(Q8_MAX) as i32);
+        for (q, v) in q.iter_mut().zip(v) {
+            *q = v as i8;
+        }
+    }
+    for (q, &v) in qc.into_remainder().iter_mut().zip(x.chunks_exact(8).remainder()) {
+        *q = one(v);
     }
     1.0 / iscale
 }

@@ -208,3 +208,37 @@ fn many_rows_by_many_rows_equal_the_plain_twin() {
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
+
+#[test]
+fn q8_k_scale_comes_from_the_first_largest_magnitude_as_ggml_scans() {
+    // ggml's scan, element by element: the first value of largest magnitude
+    // (a NaN loses every comparison) sets the sign and size of the scale.
+    let scan = |x: &[f32]| {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in x {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        max
+    };
+    let mut rng = Rng(7);
+    let base: Vec<f32> = (0..QK_K).map(|_| rng.unit()).collect();
+    // (values set, index of the first largest magnitude)
+    let cases: [(&[(usize, f32)], usize); 5] =
+        [(&[(9, 3.0), (200, -3.0)], 9), (&[(9, -3.0), (200, 3.0)], 9), (&[(3, f32::NAN), (77, -2.5), (250, 2.5)], 77), (&[(255, -4.0)], 255), (&[(0, 2.0), (8, -2.0), (16, 2.0)], 0)];
+    for (c, (set, first)) in cases.iter().enumerate() {
+        let mut x = base.clone();
+        for &(i, v) in set.iter() {
+            x[i] = v;
+        }
+        let mut q = vec![0i8; QK_K];
+        let d = quantize_q8_k(&x, &mut q);
+        let max = scan(&x);
+        assert_eq!(max, x[*first], "case {c}: the scan's pick");
+        assert_eq!(d.to_bits(), (1.0 / (-Q8_MAX / max)).to_bits(), "case {c}: scale from {max}");
+        assert_eq!(q[*first], -127, "case {c}: the first largest value maps to -127");
+        assert_eq!(q[3], if c == 2 { 127 } else { q[3] }, "case {c}: a NaN maps to 127, as min(NaN, 127) gives");
+    }
+}
