@@ -22,9 +22,14 @@ pub(crate) struct Mlp {
 impl Mlp {
     /// SwiGLU: `down(silu(gate(x)) * up(x))`, x `[T, d]`.
     pub(crate) fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let [g, u] = Linear::forward_all([&self.gate, &self.up], x);
-        let h: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| ops::silu(g) * u).collect();
-        self.down.forward(&h)
+        let [mut g, u] = Linear::forward_all([&self.gate, &self.up], x);
+        let gated = |(g, &u): (&mut f32, &f32)| *g = ops::silu(*g) * u;
+        if g.len() >= ops::PAR_ELEMENTS {
+            g.par_iter_mut().zip(&u).with_min_len(ops::PAR_ELEMENTS / 4).for_each(gated);
+        } else {
+            g.iter_mut().zip(&u).for_each(gated);
+        }
+        self.down.forward(&g)
     }
 }
 

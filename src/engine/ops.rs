@@ -88,7 +88,8 @@ pub fn dot_ref(a: &[f32], b: &[f32]) -> f32 {
 /// mean accumulated in f64, the scale applied in f32 as transformers does.
 pub fn rms_norm(x: &[f32], w: &[f32], n: usize, eps: f64, placement: EpsPlacement, offset: f32) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
-    for (o, r) in out.chunks_mut(n).zip(x.chunks(n)) {
+    let n = n.max(1);
+    let row = |(o, r): (&mut [f32], &[f32])| {
         let ms = r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / n as f64;
         let inv = match placement {
             EpsPlacement::Inside => 1.0 / (ms + eps).sqrt(),
@@ -97,9 +98,19 @@ pub fn rms_norm(x: &[f32], w: &[f32], n: usize, eps: f64, placement: EpsPlacemen
         for ((o, &v), &g) in o.iter_mut().zip(r).zip(w) {
             *o = (g + offset) * (v * inv);
         }
+    };
+    if x.len() >= PAR_ELEMENTS {
+        // A prefill's rows on all threads (each row alone, as below).
+        out.par_chunks_mut(n).zip(x.par_chunks(n)).with_min_len(PAR_ELEMENTS / 4 / n + 1).for_each(row);
+    } else {
+        out.chunks_mut(n).zip(x.chunks(n)).for_each(row);
     }
     out
 }
+
+/// Element-wise work on at least this many elements (a prefill's, not a
+/// decode step's) is spread over the threads.
+pub const PAR_ELEMENTS: usize = 1 << 14;
 
 /// Fits RMSNorm's eps from input rows `x`, output rows `y` and the weight `w`
 /// (eps inside the square root): on every element `w x / y = sqrt(mean(x²) + eps)`,
@@ -328,6 +339,23 @@ mod tests {
         for n in [0, 1, 7, 8, 9, 31, 32, 33, 40, 64, 100, 1027, 4096] {
             let (a, b) = (v(1, n), v(2, n));
             assert_eq!(dot(&a, &b).to_bits(), dot_ref(&a, &b).to_bits(), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn rms_norm_of_many_rows_is_each_row_normed_alone() {
+        // Past PAR_ELEMENTS the rows run on all threads: each must come out
+        // as it does alone (the serial path).
+        let n = 128;
+        let rows = PAR_ELEMENTS / n + 3;
+        let x: Vec<f32> = (0..rows * n).map(|i| ((i * 7919) % 1013) as f32 / 300.0 - 1.7).collect();
+        let w: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 / n as f32).collect();
+        for placement in [EpsPlacement::Inside, EpsPlacement::Outside] {
+            let all = rms_norm(&x, &w, n, 1e-6, placement, 0.25);
+            for (r, got) in all.chunks(n).enumerate() {
+                let alone = rms_norm(&x[r * n..(r + 1) * n], &w, n, 1e-6, placement, 0.25);
+                assert!(got.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{placement:?} row {r}");
+            }
         }
     }
 
