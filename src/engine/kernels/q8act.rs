@@ -200,6 +200,7 @@ unsafe fn dot_rows_vnni(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32
 }
 
 /// How many rows ahead of the one being read a one-row call prefetches.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 const AHEAD: usize = 2;
 
 /// The integer kernels, compiled once for AVX2 and once with AVX-512 VNNI.
