@@ -196,6 +196,16 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
     }
 }
 
+/// Asks for every cache line of `bytes` into L2 (a hint; nothing is read).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[inline]
+pub(crate) fn prefetch_l2(bytes: &[u8]) {
+    for off in (0..bytes.len()).step_by(64) {
+        // SAFETY: the pointer is inside `bytes`; a prefetch never faults or changes memory.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(bytes[off..].as_ptr() as *const i8) };
+    }
+}
+
 /// Asks for every cache line of `bytes` (a hint; nothing is read): into L1
 /// when they are few (up to 1 KiB), else into L2, where a longer run does not
 /// crowd out the lines being decoded (measured: L1 is better for q4_K rows of
