@@ -205,6 +205,29 @@ pub fn round_activations(x: &mut [f32], w: DType) {
     }
 }
 
+/// A `[T, out]` output written by several tasks at once, each to its own
+/// columns (`put`).
+struct Columns(*mut f32, usize);
+
+// SAFETY: tasks write disjoint columns (each its own weight rows), and the
+// buffer outlives the parallel loop that writes it.
+unsafe impl Sync for Columns {}
+
+impl Columns {
+    /// Writes a task's `[n, t]` block (`block[j·t + i]`) to columns
+    /// `first..first + n` of the `[t, n_out]` output.
+    fn put(&self, block: &[f32], first: usize, n: usize, n_out: usize, t: usize) {
+        assert!(first + n <= n_out && t * n_out <= self.1 && block.len() >= n * t);
+        for i in 0..t {
+            for j in 0..n {
+                // SAFETY: in bounds (asserted), and no other task writes
+                // columns first..first + n (see `Sync` above).
+                unsafe { *self.0.add(i * n_out + first + j) = block[j * t + i] };
+            }
+        }
+    }
+}
+
 /// A linear layer `y = x Wᵀ + b` over a weight kept in its stored type.
 #[derive(Clone, Debug)]
 pub struct Linear {
@@ -261,34 +284,53 @@ impl Linear {
                 inputs.len() - 1
             });
         }
-        // [out, T] first so each task writes one contiguous chunk, then transposed.
-        let mut yts: [Vec<f32>; N] = std::array::from_fn(|i| vec![0f32; ls[i].out_dim() * t]);
-        let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
-        for (li, yt) in yts.iter_mut().enumerate() {
-            tasks.extend(yt.chunks_mut(ROWS * t.max(1)).enumerate().map(|(c, chunk)| (li, c * ROWS, chunk)));
+        // Exact kernels write [out, T], one contiguous chunk per task, turned
+        // into [T, out] after. The integer kernels' tasks turn their own
+        // [rows, T] block while it is in cache and write their columns of
+        // [T, out] directly (a second pass over every output saved).
+        let direct: [bool; N] = std::array::from_fn(|i| t > 1 && inputs[which[i]].1.is_some());
+        let mut outs: [Vec<f32>; N] = std::array::from_fn(|i| vec![0f32; ls[i].out_dim() * t]);
+        let columns: [Columns; N] = std::array::from_fn(|i| Columns(outs[i].as_mut_ptr(), outs[i].len()));
+        let mut tasks: Vec<(usize, usize, Option<&mut [f32]>)> = Vec::new();
+        for (li, y) in outs.iter_mut().enumerate() {
+            if direct[li] {
+                tasks.extend((0..ls[li].out_dim()).step_by(ROWS).map(|first| (li, first, None)));
+            } else {
+                tasks.extend(y.chunks_mut(ROWS * t.max(1)).enumerate().map(|(c, chunk)| (li, c * ROWS, Some(chunk))));
+            }
         }
         let rows: [_; N] = std::array::from_fn(|i| ls[i].w.row_view());
-        tasks.into_par_iter().for_each_init(gemm::Scratch::default, |scratch, (li, first, chunk)| {
-            let (l, w, (_, acts, rounded)) = (ls[li], rows[li], &inputs[which[li]]);
-            let (dtype, n_out) = (l.w.dtype, l.out_dim());
-            let n = chunk.len() / t.max(1);
-            let ws: [&[u8]; ROWS] = std::array::from_fn(|j| w.row((first + j).min(n_out - 1)));
-            // The rows of the following chunk: the ones the kernels prefetch past their own.
-            let n_next = n_out.saturating_sub(first + ROWS).min(ROWS);
-            let next: [&[u8]; ROWS] = std::array::from_fn(|j| if j < n_next { w.row(first + ROWS + j) } else { &[] });
-            match acts {
-                // llama.cpp's numerics: integer block dot products.
-                Some(acts) => q8act::dot_rows(dtype, &ws[..n], acts, chunk, &next[..n_next]),
-                // Exact numerics: the rows decoded, every input row through them.
-                None => {
-                    let xs = rounded.as_deref().unwrap_or(x);
-                    gemm::rows_times_acts(dtype, &ws[..n], xs, n_in, chunk, scratch, &next[..n_next]);
+        let columns = &columns;
+        tasks.into_par_iter().for_each_init(
+            || (gemm::Scratch::default(), Vec::new()),
+            |(scratch, block), (li, first, chunk)| {
+                let (l, w, (_, acts, rounded)) = (ls[li], rows[li], &inputs[which[li]]);
+                let (dtype, n_out) = (l.w.dtype, l.out_dim());
+                let n = chunk.as_ref().map_or((n_out - first).min(ROWS), |c| c.len() / t.max(1));
+                let ws: [&[u8]; ROWS] = std::array::from_fn(|j| w.row((first + j).min(n_out - 1)));
+                // The rows of the following chunk: the ones the kernels prefetch past their own.
+                let n_next = n_out.saturating_sub(first + ROWS).min(ROWS);
+                let next: [&[u8]; ROWS] = std::array::from_fn(|j| if j < n_next { w.row(first + ROWS + j) } else { &[] });
+                match (acts, chunk) {
+                    // llama.cpp's numerics: integer block dot products.
+                    (Some(acts), Some(chunk)) => q8act::dot_rows(dtype, &ws[..n], acts, chunk, &next[..n_next]),
+                    (Some(acts), None) => {
+                        block.resize(n * t, 0.0);
+                        q8act::dot_rows(dtype, &ws[..n], acts, block, &next[..n_next]);
+                        columns[li].put(block, first, n, n_out, t);
+                    }
+                    // Exact numerics: the rows decoded, every input row through them.
+                    (None, chunk) => {
+                        let xs = rounded.as_deref().unwrap_or(x);
+                        let chunk = chunk.expect("exact layers write [out, T] chunks");
+                        gemm::rows_times_acts(dtype, &ws[..n], xs, n_in, chunk, scratch, &next[..n_next]);
+                    }
                 }
-            }
-        });
+            },
+        );
         let mut i = 0;
-        yts.map(|yt| {
-            let y = ls[i].finish(yt, t);
+        outs.map(|y| {
+            let y = if direct[i] { ls[i].add_bias(y) } else { ls[i].finish(y, t) };
             i += 1;
             y
         })
