@@ -206,8 +206,8 @@ impl Tensor {
 
     /// The tensor's rows, for reading many: the row size and the backing
     /// looked up once (`row_bytes` does both for each row).
-    pub fn row_view(&self) -> Rows<'_> {
-        Rows { bytes: self.bytes(), size: self.dtype.bytes_for(self.row_len()).unwrap_or(0), map: self.row_map.as_deref().map(|m| m.as_slice()) }
+    pub fn row_view(&self) -> RowView<'_> {
+        RowView { bytes: self.bytes(), size: self.dtype.bytes_for(self.row_len()).unwrap_or(0), map: self.row_map.as_deref().map(|m| m.as_slice()) }
     }
 
     /// Dequantise row `r` into `out` (length `row_len`).
@@ -279,13 +279,13 @@ impl Tensor {
 
 /// A tensor's rows as stored bytes (`Tensor::row_view`).
 #[derive(Clone, Copy, Debug)]
-pub struct Rows<'a> {
+pub struct RowView<'a> {
     bytes: &'a [u8],
     size: usize,
     map: Option<&'a [u32]>,
 }
 
-impl<'a> Rows<'a> {
+impl<'a> RowView<'a> {
     /// Bytes of logical row `r`.
     #[inline]
     pub fn row(&self, r: usize) -> &'a [u8] {

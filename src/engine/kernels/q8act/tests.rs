@@ -239,6 +239,8 @@ fn q8_k_scale_comes_from_the_first_largest_magnitude_as_ggml_scans() {
         assert_eq!(max, x[*first], "case {c}: the scan's pick");
         assert_eq!(d.to_bits(), (1.0 / (-Q8_MAX / max)).to_bits(), "case {c}: scale from {max}");
         assert_eq!(q[*first], -127, "case {c}: the first largest value maps to -127");
-        assert_eq!(q[3], if c == 2 { 127 } else { q[3] }, "case {c}: a NaN maps to 127, as min(NaN, 127) gives");
+        if x[3].is_nan() {
+            assert_eq!(q[3], 127, "case {c}: a NaN maps to 127, as min(NaN, 127) gives");
+        }
     }
 }
