@@ -84,6 +84,12 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
         return;
     }
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    if t == 1 && dtype == DType::Q6_K && k.is_multiple_of(quants::QK_K) && super::decode::has_avx512() && rows.iter().take(n).all(|r| r.len() >= k / quants::QK_K * dtype.block().1) {
+        // SAFETY: the CPU has AVX-512 F and BW (checked); every row holds k / 256 blocks.
+        unsafe { one_row::q6_k(&rows[..n], &xs[..k], &mut yt[..n], next) };
+        return;
+    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     if t == 1 && dtype == DType::Q8_0 && k.is_multiple_of(quants::QK) && rows.iter().take(n).all(|r| r.len() >= k / quants::QK * dtype.block().1) {
         // SAFETY: AVX2, FMA and F16C are enabled for this build; every row holds k / 32 blocks.
         unsafe { one_row::q8_0(&rows[..n], &xs[..k], &mut yt[..n], next) };
@@ -542,10 +548,10 @@ mod tests {
     #[test]
     fn quantised_rows_with_one_activation_row_equal_the_twin() {
         // The fused one-row kernels (and past 8 rows, their tiles); scales
-        // include zero and subnormal ones. Q4_K's takes AVX-512 (else the
+        // include zero and subnormal ones. Q4_K's and Q6_K's take AVX-512 (else the
         // decoding path runs, held to the same twin).
         let mut s = Scratch::default();
-        for (dtype, ks) in [(DType::Q8_0, [32, 96, 256, 288, 1024]), (DType::Q4_K, [256, 512, 768, 1024, 3072])] {
+        for (dtype, ks) in [(DType::Q8_0, [32, 96, 256, 288, 1024]), (DType::Q4_K, [256, 512, 768, 1024, 3072]), (DType::Q6_K, [256, 512, 768, 1024, 3072])] {
             let block = dtype.block().0;
             for k in ks {
                 for n in [1, 3, 8, 13, 16] {

@@ -27,6 +27,27 @@ macro_rules! with_rows {
     };
 }
 
+/// Each row's lanes, summed by `finish` (no tail), into `y`.
+#[inline(always)]
+unsafe fn put_lanes(lanes: &[std::arch::x86_64::__m256], y: &mut [f32]) {
+    for (l, out) in lanes.iter().zip(y.iter_mut()) {
+        let mut v = [0f32; 8];
+        std::arch::x86_64::_mm256_storeu_ps(v.as_mut_ptr(), *l);
+        *out = finish(&v, &[], &[]);
+    }
+}
+
+/// Asks for block `blk` (of `size` bytes) of every row in `ahead`, into L2.
+#[inline(always)]
+unsafe fn ask_block(ahead: &[Option<&[u8]>], blk: usize, size: usize) {
+    use std::arch::x86_64::*;
+    for a in ahead.iter().flatten() {
+        for off in (0..size).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T1>(a.as_ptr().add(blk * size + off) as *const i8);
+        }
+    }
+}
+
 /// One activation row against up to `R1` f16 or bf16 rows read in place:
 /// each group of eight halves is widened to f32 (exact) straight into its
 /// fused multiply-add, with no decoded scratch to write and read back. Same
@@ -137,11 +158,7 @@ unsafe fn q8_0_tile<const RR: usize>(rows: &[&[u8]], x: &[f32], y: &mut [f32], n
             *l = _mm256_add_ps(*l, a);
         }
     }
-    for (l, out) in lanes.iter().zip(y.iter_mut()) {
-        let mut v = [0f32; 8];
-        _mm256_storeu_ps(v.as_mut_ptr(), *l);
-        *out = finish(&v, &[], &[]);
-    }
+    put_lanes(&lanes, y);
 }
 
 /// One activation row against up to `R1` Q4_K rows read in place, with
@@ -174,11 +191,7 @@ unsafe fn q4_k_tile<const RR: usize>(rows: &[&[u8]], x: &[f32], y: &mut [f32], n
     let bytes16 = |q: *const u8| _mm512_cvtepu8_epi32(_mm_loadu_si128(q as *const __m128i));
     let mut lanes = [_mm256_setzero_ps(); RR];
     for blk in 0..nb {
-        for a in ahead.iter().flatten() {
-            for off in (0..size).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T1>(a.as_ptr().add(blk * size + off) as *const i8);
-            }
-        }
+        ask_block(&ahead, blk, size);
         // SAFETY: every row holds nb blocks (unchecked, as in `q8_0_tile`).
         let b: [&BlockQ4K; RR] = std::array::from_fn(|r| blocks[r].get_unchecked(blk));
         // Each row's 8 scales and 8 mins as f32 (`d · sc`, `dmin · m`, one rounding each).
@@ -215,9 +228,79 @@ unsafe fn q4_k_tile<const RR: usize>(rows: &[&[u8]], x: &[f32], y: &mut [f32], n
             *l = _mm256_add_ps(*l, a);
         }
     }
-    for (l, out) in lanes.iter().zip(y.iter_mut()) {
-        let mut v = [0f32; 8];
-        _mm256_storeu_ps(v.as_mut_ptr(), *l);
-        *out = finish(&v, &[], &[]);
+    put_lanes(&lanes, y);
+}
+
+/// One activation row against up to `R1` Q6_K rows read in place, with
+/// AVX-512: 32 six-bit values at a time are put together from `ql` and `qh`
+/// in element order (the low or high nibbles of 32 `ql` bytes and one bit
+/// pair of 32 `qh` bytes), less 32, widened sixteen at a time, converted and
+/// scaled by `d · sc` (the decoder's one rounding each), and go straight into
+/// their fused multiply-adds, one chain per block, as `tile` and `finish` add
+/// them. While a block is read, the same block of the rows `next` holds is
+/// asked for (into L2).
+///
+/// SAFETY: the CPU has AVX-512 F and BW; `x.len()` is a multiple of 256 and
+/// each row holds `x.len() / 256` blocks of 210 bytes.
+pub(super) unsafe fn q6_k(rows: &[&[u8]], x: &[f32], y: &mut [f32], next: &[&[u8]]) {
+    with_rows!(rows.len(), q6_k_tile(rows, x, y, next))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q6_k_tile<const RR: usize>(rows: &[&[u8]], x: &[f32], y: &mut [f32], next: &[&[u8]]) {
+    use crate::formats::quants::{f32_of, BlockQ6K, QK_K};
+    use std::arch::x86_64::*;
+    const _: () = assert!(KC == QK_K);
+    let (nb, size) = (x.len() / QK_K, size_of::<BlockQ6K>());
+    let blocks: [&[BlockQ6K]; RR] = std::array::from_fn(|r| q8act::blocks_of(rows[r]));
+    let ahead: [Option<&[u8]>; RR] = std::array::from_fn(|r| next.get(r).copied().filter(|n| n.len() >= nb * size));
+    let (low4, top2, bias) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30), _mm256_set1_epi8(32));
+    let mut lanes = [_mm256_setzero_ps(); RR];
+    for blk in 0..nb {
+        ask_block(&ahead, blk, size);
+        // SAFETY: every row holds nb blocks (unchecked, as in `q8_0_tile`).
+        let b: [&BlockQ6K; RR] = std::array::from_fn(|r| blocks[r].get_unchecked(blk));
+        // Each row's 16 scales `d · sc` (one rounding each, as `q6_scales`).
+        let mut ds = [[0f32; 16]; RR];
+        for (r, v) in ds.iter_mut().enumerate() {
+            let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b[r].scales.as_ptr() as *const __m128i)));
+            _mm512_storeu_ps(v.as_mut_ptr(), _mm512_mul_ps(sc, _mm512_set1_ps(f32_of(b[r].d))));
+        }
+        let xb = x.as_ptr().add(blk * QK_K);
+        let mut acc = [_mm256_setzero_ps(); RR];
+        // Elements 128n + 32j + 0..32: nibbles of ql[64n + 32(j % 2) ..][..32]
+        // (low for j < 2), bits 2j, 2j+1 of qh[32n..][..32] on top.
+        for n in 0..2 {
+            for j in 0..4 {
+                let e = 128 * n + 32 * j;
+                let xs: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xb.add(e + 8 * i)));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let ql = _mm256_loadu_si256(b[r].ql.as_ptr().add(64 * n + 32 * (j % 2)) as *const __m256i);
+                    let qh = _mm256_loadu_si256(b[r].qh.as_ptr().add(32 * n) as *const __m256i);
+                    let lo = _mm256_and_si256(if j < 2 { ql } else { _mm256_srli_epi16::<4>(ql) }, low4);
+                    // The pair moved to bits 4 and 5 of each byte (16-bit
+                    // shifts: what crosses into the next byte is masked off).
+                    let hi = match j {
+                        0 => _mm256_slli_epi16::<4>(qh),
+                        1 => _mm256_slli_epi16::<2>(qh),
+                        2 => qh,
+                        _ => _mm256_srli_epi16::<2>(qh),
+                    };
+                    let q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_and_si256(hi, top2)), bias);
+                    for g in 0..2 {
+                        let q16 = if g == 0 { _mm256_castsi256_si128(q) } else { _mm256_extracti128_si256::<1>(q) };
+                        let w = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q16)), _mm512_set1_ps(ds[r][8 * n + 2 * j + g]));
+                        let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(w)));
+                        *a = _mm256_fmadd_ps(_mm512_castps512_ps256(w), xs[2 * g], *a);
+                        *a = _mm256_fmadd_ps(high, xs[2 * g + 1], *a);
+                    }
+                }
+            }
+        }
+        for (l, a) in lanes.iter_mut().zip(acc) {
+            *l = _mm256_add_ps(*l, a);
+        }
     }
+    put_lanes(&lanes, y);
 }
