@@ -208,6 +208,24 @@ const AHEAD: usize = 2;
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 const FAR: usize = 5;
 
+/// Whether one-row calls also prefetch the row `AHEAD` places on (the one
+/// `FAR` places on is always asked for). Not on AMD CPUs: on Zen 4
+/// (2026-12-02, one thread, interleaved pairs of `parity bench -p 1 -n 24
+/// --set activation_rounding=llamacpp`) decode was faster without it in 8
+/// of 10 pairs for Q8_0 and 7 of 10 for Q4_K_M (means +8% for both; the
+/// machine's spread was wide); on the Intel Xeon it had been measured a
+/// gain (before the far prefetch existed) and is kept there.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+fn near_prefetch() -> bool {
+    use std::sync::OnceLock;
+    static NEAR: OnceLock<bool> = OnceLock::new();
+    *NEAR.get_or_init(|| {
+        let id = std::arch::x86_64::__cpuid(0);
+        let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+        vendor != b"AuthenticAMD"
+    })
+}
+
 /// The integer kernels, compiled once for AVX2 and once with AVX-512 VNNI.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 #[inline(always)]
@@ -226,8 +244,10 @@ fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out:
     }
     for (j, (w, o)) in ws.iter().zip(out.chunks_exact_mut(n)).enumerate() {
         if n == 1 {
-            let ahead = ws.get(j + AHEAD).or_else(|| next.get(j + AHEAD - ws.len()));
-            super::gemm::prefetch(ahead.copied().unwrap_or(&[]));
+            if near_prefetch() {
+                let ahead = ws.get(j + AHEAD).or_else(|| next.get(j + AHEAD - ws.len()));
+                super::gemm::prefetch(ahead.copied().unwrap_or(&[]));
+            }
             let far = ws.get(j + FAR).or_else(|| next.get(j + FAR - ws.len()));
             super::gemm::prefetch_l2(far.copied().unwrap_or(&[]));
         }
