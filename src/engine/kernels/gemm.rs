@@ -78,15 +78,15 @@ pub fn rows_times_acts(dtype: DType, rows: &[&[u8]], xs: &[f32], k: usize, yt: &
         return;
     }
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-    if t == 1 && dtype == DType::Q4_K && k.is_multiple_of(quants::QK_K) && super::decode::has_avx512() && rows.iter().take(n).all(|r| r.len() >= k / quants::QK_K * dtype.block().1) {
+    if t == 1
+        && matches!(dtype, DType::Q4_K | DType::Q6_K)
+        && k.is_multiple_of(quants::QK_K)
+        && super::decode::has_avx512()
+        && rows.iter().take(n).all(|r| r.len() >= k / quants::QK_K * dtype.block().1)
+    {
+        let kernel = if dtype == DType::Q4_K { one_row::q4_k } else { one_row::q6_k };
         // SAFETY: the CPU has AVX-512 F and BW (checked); every row holds k / 256 blocks.
-        unsafe { one_row::q4_k(&rows[..n], &xs[..k], &mut yt[..n], next) };
-        return;
-    }
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-    if t == 1 && dtype == DType::Q6_K && k.is_multiple_of(quants::QK_K) && super::decode::has_avx512() && rows.iter().take(n).all(|r| r.len() >= k / quants::QK_K * dtype.block().1) {
-        // SAFETY: the CPU has AVX-512 F and BW (checked); every row holds k / 256 blocks.
-        unsafe { one_row::q6_k(&rows[..n], &xs[..k], &mut yt[..n], next) };
+        unsafe { kernel(&rows[..n], &xs[..k], &mut yt[..n], next) };
         return;
     }
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]

@@ -1,7 +1,8 @@
 //! One activation row against up to `R1` weight rows read in place: the
 //! stored values go straight into their fused multiply-adds, with no decoded
 //! scratch to write and read back (a decode step's exact kernels for F16,
-//! BF16, Q8_0 and, with AVX-512, Q4_K), in the order of `tile` and `finish`.
+//! BF16, Q8_0 and, with AVX-512, Q4_K and Q6_K), in the order of `tile` and
+//! `finish`.
 //! Compiled where AVX2, FMA and F16C are (the parent includes it only there).
 
 use crate::engine::kernels::{decode, q8act};
