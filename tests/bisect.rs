@@ -1,7 +1,9 @@
 //! Bisect names the right first stage for every mutant and ranks the true
 //! cause first; isolated mode separates the op's own error from inherited error.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use tempfile::TempDir;
 
 use parity::harness::bisect::{bisect, bisect_pair, Shape};
 use parity::harness::Contract;
@@ -10,10 +12,9 @@ fn contract(p: &str) -> Contract {
     Contract::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts").join(p)).unwrap()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("parity-bisect-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A temp folder, removed when the guard drops.
+fn tmp(name: &str) -> TempDir {
+    tempfile::Builder::new().prefix(&format!("parity-bisect-{name}-")).tempdir().unwrap()
 }
 
 /// (mutant contract, first divergent stage, first batch, first stage whose own op
@@ -57,7 +58,8 @@ fn a_foreign_trace_is_diagnosed_from_its_own_inputs() {
     // A committed trace made with NORM pairing: no engine re-run; the correct ops
     // are applied to the subject's own inputs, and the convention that
     // reproduces the subject's output is named.
-    let b = bisect(&contract("examples/qwen3-1layer-norm-rope.yaml"), Some(&tmp("foreign"))).unwrap();
+    let repro_tmp = tmp("foreign");
+    let b = bisect(&contract("examples/qwen3-1layer-norm-rope.yaml"), Some(repro_tmp.path())).unwrap();
     assert_eq!(b.first.as_ref().unwrap().stage, "L0.q_rope");
     assert_eq!(b.isolated_first.as_deref(), Some("L0.q_rope"));
     let d = b.diagnosis.as_ref().unwrap();
@@ -110,7 +112,8 @@ fn an_unusual_theta_is_fitted_from_the_subjects_own_data() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let reference = root.join("../shared/examples/qwen3-1layer-hf-f32");
     let model = root.join("../shared/examples/qwen3-1layer");
-    let dir = tmp("theta");
+    let dir_tmp = tmp("theta");
+    let dir = dir_tmp.path();
     // A foreign engine that used theta 314159: its trace, written as a plain trace folder.
     let mut opts = RunOptions::default();
     opts.settings.insert("rope.theta".into(), 314159.0.into());
@@ -134,7 +137,8 @@ fn an_unusual_theta_is_fitted_from_the_subjects_own_data() {
 #[test]
 fn a_wrong_norm_eps_is_fitted_from_the_reference() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tmp("eps");
+    let dir_tmp = tmp("eps");
+    let dir = dir_tmp.path();
     let text = format!(
         "id: eps\nclaim: eps\nsubject: {{engine: {{model: {}, settings: {{norm.eps: 0.0003}}}}}}\nreference: {}\ngates:\n  - stages: \"*\"\n    cosine: {{min: 0.99999}}  # f32\n    nmse: {{max: 1.0e-10}}  # f32\n",
         root.join("../shared/examples/qwen3-1layer").display(),

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use tempfile::TempDir;
+
 use parity::formats::npy::NpyData;
 use parity::formats::tensor::DType;
 use parity::formats::trace::{Manifest, Stage, Trace};
@@ -22,11 +24,9 @@ fn example() -> Trace {
 }
 
 /// A fresh scratch folder for one test.
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("parity-harness-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// Removed when the returned guard drops.
+fn scratch(name: &str) -> TempDir {
+    tempfile::Builder::new().prefix(&format!("parity-harness-{name}-")).tempdir().unwrap()
 }
 
 /// The example with every stage in memory, after `f` edits them.
@@ -404,26 +404,28 @@ fn expect_fail_contract(dir: &Path, subject: &Path, first: &str) -> PathBuf {
 
 #[test]
 fn expect_fail_holds_only_at_the_stated_stage() {
-    let dir = scratch("expect-fail");
+    let dir_tmp = scratch("expect-fail");
+    let dir = dir_tmp.path();
     let subject = norm_rope_mutant().save(&dir.join("norm-rope"), false).unwrap();
-    let r = run_contract(&expect_fail_contract(&dir, &subject, "L0.q_rope"));
+    let r = run_contract(&expect_fail_contract(dir, &subject, "L0.q_rope"));
     assert_eq!(r.verdict, Verdict::ExpectedFailHolds, "{}", r.message);
 
-    let r = run_contract(&expect_fail_contract(&dir, &subject, "L0.attn"));
+    let r = run_contract(&expect_fail_contract(dir, &subject, "L0.attn"));
     assert_eq!(r.verdict, Verdict::Fail);
     assert!(r.message.contains("expected to fail first at L0.attn, but it first fails at L0.q_rope"), "{}", r.message);
 
-    let r = run_contract(&expect_fail_contract(&dir, &example_dir(), "L0.q_rope"));
+    let r = run_contract(&expect_fail_contract(dir, &example_dir(), "L0.q_rope"));
     assert_eq!(r.verdict, Verdict::Fail);
     assert!(r.message.contains("every gate passes"), "{}", r.message);
 }
 
 #[test]
 fn failure_message_names_stage_value_gate_and_coordinate() {
-    let dir = scratch("message");
+    let dir_tmp = scratch("message");
+    let dir = dir_tmp.path();
     let subject = norm_rope_mutant().save(&dir.join("norm-rope"), false).unwrap();
     let body = format!("id: m\nclaim: c\nsubject: {{trace: {}}}\nreference: {}\ngates:\n{STRICT}", subject.display(), example_dir().display());
-    let r = run_contract(&write_contract(&dir, "m.yaml", &body));
+    let r = run_contract(&write_contract(dir, "m.yaml", &body));
     assert_eq!(r.verdict, Verdict::Fail);
     for part in ["first divergence: L0.q_rope", "cosine", "< min 0.9999", "would pass with min >=", "worst row", "head", "subject", "reference"] {
         assert!(r.message.contains(part), "{part:?} missing from:\n{}", r.message);
@@ -455,7 +457,8 @@ fn committed_norm_rope_mutant_is_current() {
         let _ = std::fs::remove_dir_all(&committed);
         t.save(&committed, false).unwrap();
     }
-    let fresh = t.save(&scratch("bless").join("t"), false).unwrap();
+    let fresh_tmp = scratch("bless");
+    let fresh = t.save(&fresh_tmp.path().join("t"), false).unwrap();
     for k in keep.iter().map(|k| format!("{k}.npy")).chain(["trace.yaml".to_string()]) {
         let a = std::fs::read(fresh.join(&k)).unwrap();
         let b = std::fs::read(committed.join(&k)).unwrap_or_default();
@@ -467,8 +470,9 @@ fn committed_norm_rope_mutant_is_current() {
 
 fn parse_err(body: &str) -> String {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let dir = scratch(&format!("schema-{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-    let path = write_contract(&dir, "bad.yaml", body);
+    let dir_tmp = scratch(&format!("schema-{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    let dir = dir_tmp.path();
+    let path = write_contract(dir, "bad.yaml", body);
     let e = Contract::load(&path).unwrap_err().to_string();
     assert!(e.starts_with(&path.display().to_string()), "error does not name the file: {e}");
     e
@@ -509,8 +513,9 @@ fn missing_reference_is_an_error_not_a_pass() {
     let body = format!("id: t\nclaim: c\nsubject: {{trace: {}}}\nreference: ../no/such/trace\ngates:\n{STRICT}", example_dir().display());
     let e = parse_err(&body);
     assert!(e.contains("bad.yaml:4:12:") && e.contains("does not exist"), "{e}");
-    let dir = scratch("missing-ref");
-    let r = run_contract(&write_contract(&dir, "c.yaml", &body));
+    let dir_tmp = scratch("missing-ref");
+    let dir = dir_tmp.path();
+    let r = run_contract(&write_contract(dir, "c.yaml", &body));
     assert_eq!(r.verdict, Verdict::Error);
 }
 
@@ -529,10 +534,11 @@ fn other_schema_errors() {
 #[test]
 fn engine_subject_reports_the_engine_error() {
     // Until the engine lands, trace_like errors: the contract is an error, never a pass.
-    let dir = scratch("engine");
+    let dir_tmp = scratch("engine");
+    let dir = dir_tmp.path();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/examples/qwen3-1layer");
     let body = format!("id: e\nclaim: c\nsubject: {{engine: {{model: {}, dtype: f32, settings: {{rope.pairing: norm}}}}}}\nreference: {}\ngates:\n{STRICT}", model.display(), example_dir().display());
-    let r = run_contract(&write_contract(&dir, "e.yaml", &body));
+    let r = run_contract(&write_contract(dir, "e.yaml", &body));
     assert!(matches!(r.verdict, Verdict::Error | Verdict::Fail | Verdict::Pass));
     if r.verdict == Verdict::Error {
         assert!(r.error.is_some());

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use tempfile::TempDir;
+
 use parity::report::svg::{self, Cell, Series};
 use parity::report::{self, HeatMetric, Meta};
 
@@ -28,16 +30,16 @@ fn render(dir: &Path) {
     report::write(&entries, dir, &meta()).unwrap();
 }
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("parity-report-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A temp folder, removed when the guard drops.
+fn tmp(tag: &str) -> TempDir {
+    tempfile::Builder::new().prefix(&format!("parity-report-{tag}-")).tempdir().unwrap()
 }
 
 #[test]
 fn markdown_matches_the_blessed_snapshot() {
-    let dir = tmp("md");
-    render(&dir);
+    let dir_tmp = tmp("md");
+    let dir = dir_tmp.path();
+    render(dir);
     let got = std::fs::read_to_string(dir.join("summary.md")).unwrap();
     let snap = root().join("tests/snapshots/report-summary.md");
     if std::env::var_os("PARITY_BLESS").is_some() {
@@ -50,8 +52,9 @@ fn markdown_matches_the_blessed_snapshot() {
 
 #[test]
 fn html_is_self_contained_and_has_every_section() {
-    let dir = tmp("html");
-    render(&dir);
+    let dir_tmp = tmp("html");
+    let dir = dir_tmp.path();
+    render(dir);
     let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
     for id in SECTIONS {
         assert!(html.contains(&format!("id=\"{id}\"")), "section {id} missing");
@@ -59,8 +62,9 @@ fn html_is_self_contained_and_has_every_section() {
     // The second contract's sections exist too, under suffixed ids.
     assert!(html.contains("id=\"heatmap-2\""));
     // Charts are deterministic: a second render is byte-identical.
-    let again = tmp("html-again");
-    render(&again);
+    let again_tmp = tmp("html-again");
+    let again = again_tmp.path();
+    render(again);
     assert_eq!(html, std::fs::read_to_string(again.join("index.html")).unwrap(), "index.html differs between two renders");
     for banned in ["<script", "http://", "https://", "@import", "url("] {
         let n = html.matches(banned).count() - html.matches("http://www.w3.org/2000/svg").count() * usize::from(banned == "http://");
@@ -109,8 +113,9 @@ fn chromium_renders_every_section_and_a_non_blank_page() {
         println!("SKIPPED: chromium is not installed at /usr/bin/chromium (apt-get install -y chromium; .ci/run installs it)");
         return;
     }
-    let dir = tmp("chromium");
-    render(&dir);
+    let dir_tmp = tmp("chromium");
+    let dir = dir_tmp.path();
+    render(dir);
     let page = dir.join("index.html");
     let dom = chrome(&["--dump-dom"], &page, &dir.join("profile1"));
     let dom = String::from_utf8_lossy(&dom.stdout);
@@ -152,9 +157,10 @@ fn odd_data_never_panics_and_stays_valid_svg() {
 
 #[test]
 fn a_contract_that_cannot_be_checked_still_gets_every_section() {
-    let dir = tmp("error");
+    let dir_tmp = tmp("error");
+    let dir = dir_tmp.path();
     let entries = report::build(&[root().join("tests/data/report/missing-contract.yaml")]);
-    report::write(&entries, &dir, &meta()).unwrap();
+    report::write(&entries, dir, &meta()).unwrap();
     let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
     for id in SECTIONS {
         assert!(html.contains(&format!("id=\"{id}\"")), "section {id} missing");

@@ -137,8 +137,8 @@ mod tests {
 
     #[test]
     fn round_trip_all_dtypes() {
-        let dir = std::env::temp_dir().join(format!("parity-npy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new().prefix("parity-npy-").tempdir().unwrap();
+        let dir = tmp.path();
         let data = [1.0f32, -2.5, 3.25, 0.0, 1e-3, 7.0];
         for dt in [DType::F32, DType::F16, DType::BF16] {
             let p = dir.join(format!("a-{dt}.npy"));
