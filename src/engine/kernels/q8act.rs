@@ -233,8 +233,21 @@ fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out:
     // Plain loops: closures here would not be inlined with the VNNI features.
     let n = out.len() / ws.len();
     if VNNI && kquant::rows8::takes(dtype, n) {
-        // SAFETY: VNNI is only true where the caller checked the CPU and enabled the features.
-        unsafe { kquant::rows8::dot_rows(dtype, ws, acts, out) };
+        // With many activation rows, whole groups of sixteen weight rows in
+        // 512 bits; the rest (and short batches) eight at a time.
+        let wide = if n < kquant::rows16::FROM_ROWS { 0 } else { ws.len() / kquant::rows16::LANES * kquant::rows16::LANES };
+        let (w16, w8) = ws.split_at(wide);
+        let (o16, o8) = out.split_at_mut(wide * n);
+        // SAFETY: VNNI is only true where the caller checked the CPU (AVX-512 F,
+        // BW, VL and VNNI, see has_vnni) and enabled the features.
+        unsafe {
+            if !w16.is_empty() {
+                kquant::rows16::dot_rows(dtype, w16, acts, o16);
+            }
+            if !w8.is_empty() {
+                kquant::rows8::dot_rows(dtype, w8, acts, o8);
+            }
+        }
         return;
     }
     if VNNI && q32::rows8::takes(dtype, n) {

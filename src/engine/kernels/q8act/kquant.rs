@@ -6,7 +6,8 @@
 //! activation's 16 sums. Q6_K's offset of 32 rides on the activation sums:
 //! `Σ sc·(q-32)·y = Σ sc·q·y − Σ_i 32·sc_i·bsum_i`, all in integers. With
 //! AVX-512 VNNI and four or more activation rows (prefill), [`rows8`] takes
-//! over: eight weight rows unpacked side by side, one per lane.
+//! over: eight weight rows unpacked side by side, one per lane ([`rows16`]:
+//! sixteen, in 512-bit registers, for sixteen or more activation rows).
 
 use super::{accumulate, blocks_of, lane_tree, QActs};
 use crate::formats::quants::{f32_of, scale_min_k4, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
@@ -14,6 +15,8 @@ use crate::formats::tensor::DType;
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 mod avx2;
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+pub(super) mod rows16;
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 pub(super) mod rows8;
 

@@ -178,16 +178,17 @@ fn kernels_are_batch_invariant() {
     }
 }
 
-/// The prefill kernels (eight weight rows in lanes, AVX-512 VNNI) with a
-/// group of rows that does not fill the lanes and activation rows that do not
-/// fill its tiles: every element is its plain twin's, bit for bit.
+/// The prefill kernels (eight or sixteen weight rows in lanes, AVX-512 VNNI)
+/// with a group of rows that does not fill the lanes, groups of sixteen
+/// followed by a remainder, and activation rows that do not fill the tiles:
+/// every element is its plain twin's, bit for bit.
 #[test]
 fn many_rows_by_many_rows_equal_the_plain_twin() {
     let mut rng = Rng(29);
     for dtype in KERNEL_TYPES {
-        for (rows, n) in [(13, 19), (8, 4), (3, 9)] {
-            // Q8_0/Q4_0: 3 blocks (fewer than the 8 float lanes) and 17.
-            for k in if dtype.block().0 == QK_K { vec![512] } else { vec![96, 544] } {
+        for (rows, n) in [(13, 19), (8, 4), (3, 9), (16, 11), (37, 5)] {
+            // Q8_0/Q4_0: 3 blocks (fewer than the 8 float lanes) and 17; k-quants 2 and 9.
+            for k in if dtype.block().0 == QK_K { vec![512, 2304] } else { vec![96, 544] } {
                 let acts = quantize(dtype, &activations(&mut rng, n, k), k).unwrap();
                 let ws: Vec<Vec<u8>> = (0..rows).map(|_| weight_row(&mut rng, dtype, k)).collect();
                 let refs: Vec<&[u8]> = ws.iter().map(|w| &w[..]).collect();

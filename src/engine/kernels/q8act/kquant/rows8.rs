@@ -37,7 +37,7 @@ pub(in super::super) fn takes(dtype: DType, n: usize) -> bool {
 /// integer scale of each of its groups (8 of 32 for Q4_K/Q5_K, 16 of 16 for
 /// Q6_K), the multiplier of each of the 16 activation sums (Q4_K/Q5_K: the
 /// sub-block's min; Q6_K: 32 · its scale, the offset), `d` and `dmin`.
-fn scales(dtype: DType, w: &[u8], b: usize) -> ([i32; 16], [i16; 16], f32, f32) {
+pub(super) fn scales(dtype: DType, w: &[u8], b: usize) -> ([i32; 16], [i16; 16], f32, f32) {
     let (mut sc, mut m) = ([0i32; 16], [0i16; 16]);
     match dtype {
         DType::Q4_K | DType::Q5_K => {
