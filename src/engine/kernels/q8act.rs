@@ -233,7 +233,8 @@ fn near_prefetch() -> bool {
 fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out: &mut [f32], next: &[&[u8]]) {
     // Plain loops: closures here would not be inlined with the VNNI features.
     let n = out.len() / ws.len();
-    if VNNI && kquant::rows8::takes(dtype, n) {
+    let k_quant = kquant::rows8::takes(dtype, n);
+    if VNNI && (k_quant || q32::rows8::takes(dtype, n)) {
         // With many activation rows, whole groups of sixteen weight rows in
         // 512 bits; the rest (and short batches) eight at a time.
         let wide = if n < kquant::rows16::FROM_ROWS { 0 } else { ws.len() / kquant::rows16::LANES * kquant::rows16::LANES };
@@ -242,18 +243,17 @@ fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out:
         // SAFETY: VNNI is only true where the caller checked the CPU (AVX-512 F,
         // BW, VL and VNNI, see has_vnni) and enabled the features.
         unsafe {
-            if !w16.is_empty() {
-                kquant::rows16::dot_rows(dtype, w16, acts, o16);
+            match (k_quant, w16.is_empty()) {
+                (true, false) => kquant::rows16::dot_rows(dtype, w16, acts, o16),
+                (false, false) => q32::rows16::dot_rows(dtype, w16, acts, o16),
+                _ => {}
             }
-            if !w8.is_empty() {
-                kquant::rows8::dot_rows(dtype, w8, acts, o8);
+            match (k_quant, w8.is_empty()) {
+                (true, false) => kquant::rows8::dot_rows(dtype, w8, acts, o8),
+                (false, false) => q32::rows8::dot_rows(dtype, w8, acts, o8),
+                _ => {}
             }
         }
-        return;
-    }
-    if VNNI && q32::rows8::takes(dtype, n) {
-        // SAFETY: as above.
-        unsafe { q32::rows8::dot_rows(dtype, ws, acts, out) };
         return;
     }
     for (j, (w, o)) in ws.iter().zip(out.chunks_exact_mut(n)).enumerate() {

@@ -10,6 +10,8 @@ use crate::formats::quants::{f32_of, BlockQ4_0, BlockQ8_0, QK};
 use crate::formats::tensor::DType;
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+pub(super) mod rows16;
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 pub(super) mod rows8;
 
 /// ggml-common.h: a Q4_0 value is its nibble minus 8.

@@ -43,7 +43,7 @@ struct Packed {
 ///
 /// SAFETY: AVX2 is enabled; `w` holds more than `b` blocks.
 #[inline(always)]
-unsafe fn unsigned_block(dtype: DType, w: &[u8], b: usize) -> (__m256i, f32) {
+pub(super) unsafe fn unsigned_block(dtype: DType, w: &[u8], b: usize) -> (__m256i, f32) {
     if dtype == DType::Q8_0 {
         let x = blocks_of::<BlockQ8_0>(w).get_unchecked(b);
         let q = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
