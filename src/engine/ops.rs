@@ -268,18 +268,24 @@ impl Linear {
         assert!(ls.iter().all(|l| l.in_dim() == n_in), "layers run together share their input width");
         let t = x.len() / n_in;
         // The input each layer's kernel reads, made once per weight type.
-        let mut inputs: Vec<(DType, Option<q8act::QActs>, Option<Vec<f32>>)> = Vec::new();
+        let mut inputs: Vec<(DType, Option<q8act::QActs>, Option<gemm::OnLines>)> = Vec::new();
         let mut which = [0usize; N];
         for (w, l) in which.iter_mut().zip(&ls) {
             let key = if l.round_input { l.w.dtype } else { DType::F32 };
             *w = inputs.iter().position(|(d, ..)| *d == key).unwrap_or_else(|| {
                 let acts = if l.round_input { q8act::quantize(key, x, n_in) } else { None };
-                let rounded = (l.round_input && acts.is_none()).then(|| {
+                let rounded = if l.round_input && acts.is_none() {
                     // llama.cpp's numerics for weights without an integer path (f16, bf16).
-                    let mut r = x.to_vec();
+                    let mut r = gemm::OnLines::copy_of(x);
                     r.chunks_mut(n_in).for_each(|row| round_activations(row, key));
-                    r
-                });
+                    Some(r)
+                } else if acts.is_none() && t > 1 && !gemm::OnLines::is_on_lines(x) {
+                    // Several rows through the exact tiles: their broadcasts
+                    // are faster from line boundaries than the cost of a copy.
+                    Some(gemm::OnLines::copy_of(x))
+                } else {
+                    None
+                };
                 inputs.push((key, acts, rounded));
                 inputs.len() - 1
             });
