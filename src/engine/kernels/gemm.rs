@@ -366,28 +366,80 @@ fn interleave(w: &[f32], sw: usize, at: usize, kl: usize, n: usize, pairs: &mut 
 }
 
 /// `finish` for the lanes of `tile_wide` (pairs of rows side by side): both
-/// rows' lane trees at once in one register, the same additions in the same
-/// order, then each row's tail (`tail`, eight floats per row) as `finish` adds it.
+/// rows' lane trees, the same additions of the same operands as `finish`
+/// (eight activation rows at a time in `lane_trees8`, else one in
+/// `lane_trees`), then each row's tail (`tail`, eight floats per row) as
+/// `finish` adds it.
 fn finish_wide(lanes: &[f32], tail: &[f32], n: usize, xs: &[f32], k: usize, yt: &mut [f32]) {
     let (t, k8) = (xs.len() / k, k - k % 8);
     assert!(lanes.len() >= n.div_ceil(2) * t * 16 && tail.len() >= n * 8 && yt.len() >= n * t);
     for q in 0..n.div_ceil(2) {
-        for i in 0..t {
+        let mut i = 0;
+        while i < t {
+            let rows = (n - 2 * q).min(2);
+            #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+            if t - i >= 8 {
+                // SAFETY: the CPU has AVX-512 F (`wide_tiles`, the condition of the wide path); the slice holds 8 · 16 floats.
+                let sums = unsafe { lane_trees8(&lanes[(q * t + i) * 16..(q * t + i + 8) * 16]) };
+                for h in 0..rows {
+                    yt[(2 * q + h) * t + i..(2 * q + h) * t + i + 8].copy_from_slice(&sums[8 * h..8 * h + 8]);
+                }
+                i += 8;
+                continue;
+            }
             let l = &lanes[(q * t + i) * 16..(q * t + i + 1) * 16];
             #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
             // SAFETY: the CPU has AVX-512 F (`wide_tiles`, the condition of the wide path); `l` holds 16 floats.
             let sums = unsafe { lane_trees(l) };
             #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
             let sums = [finish(&l[..8], &[], &[]), finish(&l[8..], &[], &[])];
-            for (h, mut v) in sums.into_iter().enumerate().take(n - 2 * q) {
-                let j = 2 * q + h;
+            for (h, v) in sums.into_iter().enumerate().take(rows) {
+                yt[(2 * q + h) * t + i] = v;
+            }
+            i += 1;
+        }
+    }
+    if k8 < k {
+        for (j, y) in yt.chunks_mut(t).take(n).enumerate() {
+            for (i, v) in y.iter_mut().enumerate() {
                 for (&w, &x) in tail[j * 8..j * 8 + (k - k8)].iter().zip(&xs[i * k + k8..(i + 1) * k]) {
-                    v = w.mul_add(x, v);
+                    *v = w.mul_add(x, *v);
                 }
-                yt[j * t + i] = v;
             }
         }
     }
+}
+
+/// `lane_trees` for eight consecutive activation rows of one pair (`l`:
+/// eight 16-lane groups): the pair's first row's eight sums, then its
+/// second's. A transposing tree, every addition with the operands `finish`
+/// adds (floating-point addition commutes exactly, so only the pairing
+/// matters): lanes j + (j + 4), then neighbours, then neighbours again.
+///
+/// SAFETY: the CPU has AVX-512 F; `l` holds 128 floats.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[target_feature(enable = "avx512f")]
+unsafe fn lane_trees8(l: &[f32]) -> [f32; 16] {
+    use std::arch::x86_64::*;
+    assert!(l.len() >= 128);
+    let v: [__m512; 8] = std::array::from_fn(|i| _mm512_loadu_ps(l.as_ptr().add(16 * i)));
+    // Quarters of a register: (first row, lanes 0-3), (first, 4-7), (second,
+    // 0-3), (second, 4-7). From two activation rows i, i + 1: lanes 0-3 of
+    // (first i, second i, first i+1, second i+1), and their lanes 4-7.
+    let s1: [__m512; 4] = std::array::from_fn(|m| {
+        let (a, b) = (v[2 * m], v[2 * m + 1]);
+        _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(a, b), _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b))
+    });
+    // In every quarter, lanes (0 + 1) and (2 + 3) of two sources side by side.
+    let pairs = |x: __m512, y: __m512| _mm512_add_ps(_mm512_shuffle_ps::<0b10_00_10_00>(x, y), _mm512_shuffle_ps::<0b11_01_11_01>(x, y));
+    let s2 = [pairs(s1[0], s1[1]), pairs(s1[2], s1[3])];
+    // Quarters: first row at activation rows 0, 2, 4, 6; second row at the
+    // same; first row at 1, 3, 5, 7; second row at the same.
+    let f = pairs(s2[0], s2[1]);
+    let order = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    let mut out = [0f32; 16];
+    _mm512_storeu_ps(out.as_mut_ptr(), _mm512_permutexvar_ps(order, f));
+    out
 }
 
 /// `finish`'s lane tree, ((0+4)+(1+5))+((2+6)+(3+7)), for both halves of a
@@ -570,7 +622,7 @@ mod tests {
             for n in [1, 3, 4, 13, 16] {
                 let rows: Vec<Vec<u8>> = (0..n).map(|j| bytemuck::cast_slice(&vals(j as u32, k)).to_vec()).collect();
                 let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
-                for t in [1, 2, 3, 5, 7, 64] {
+                for t in [1, 2, 3, 5, 7, 13, 64] {
                     let xs = vals(100 + t as u32, t * k);
                     let (mut fast, mut plain) = (vec![0f32; n * t], vec![0f32; n * t]);
                     rows_times_acts(DType::F32, &refs, &xs, k, &mut fast, &mut s, &[]);
