@@ -267,14 +267,17 @@ impl Linear {
         let n_in = ls.first().map_or(1, |l| l.in_dim()).max(1);
         assert!(ls.iter().all(|l| l.in_dim() == n_in), "layers run together share their input width");
         let t = x.len() / n_in;
-        // The input each layer's kernel reads, made once per weight type.
+        // The input each layer's kernel reads, made once per weight type:
+        // quantised (integer kernels), or f32 rows copied to line boundaries
+        // (rounded as llama.cpp rounds them, or exact and merely aligned),
+        // or `x` itself.
         let mut inputs: Vec<(DType, Option<q8act::QActs>, Option<gemm::OnLines>)> = Vec::new();
         let mut which = [0usize; N];
         for (w, l) in which.iter_mut().zip(&ls) {
             let key = if l.round_input { l.w.dtype } else { DType::F32 };
             *w = inputs.iter().position(|(d, ..)| *d == key).unwrap_or_else(|| {
                 let acts = if l.round_input { q8act::quantize(key, x, n_in) } else { None };
-                let rounded = if l.round_input && acts.is_none() {
+                let floats = if l.round_input && acts.is_none() {
                     // llama.cpp's numerics for weights without an integer path (f16, bf16).
                     let mut r = gemm::OnLines::copy_of(x);
                     r.chunks_mut(n_in).for_each(|row| round_activations(row, key));
@@ -286,15 +289,15 @@ impl Linear {
                 } else {
                     None
                 };
-                inputs.push((key, acts, rounded));
+                inputs.push((key, acts, floats));
                 inputs.len() - 1
             });
         }
         // With several input rows each task turns its own [rows, T] block
         // while it is in cache and writes its columns of [T, out] directly
-        // (measured: a separate pass turning [out, T] took 24 ms of an exact
-        // F16 prefill of 64 tokens, and its fresh buffer as much again in
-        // page faults). With one, [out, T] is [T, out].
+        // (measured by timers: a separate pass turning [out, T] took 24 ms of
+        // an exact F16 prefill of 64 tokens, besides faulting in a second
+        // fresh buffer). With one, [out, T] is [T, out].
         let direct = t > 1;
         let mut outs: [Vec<f32>; N] = std::array::from_fn(|i| vec![0f32; ls[i].out_dim() * t]);
         let columns: [Columns; N] = std::array::from_fn(|i| Columns(outs[i].as_mut_ptr(), outs[i].len()));
@@ -311,14 +314,14 @@ impl Linear {
         tasks.into_par_iter().for_each_init(
             || (gemm::Scratch::default(), Vec::new()),
             |(scratch, block), (li, first, chunk)| {
-                let (l, w, (_, acts, rounded)) = (ls[li], rows[li], &inputs[which[li]]);
+                let (l, w, (_, acts, floats)) = (ls[li], rows[li], &inputs[which[li]]);
                 let (dtype, n_out) = (l.w.dtype, l.out_dim());
                 let n = chunk.as_ref().map_or((n_out - first).min(ROWS), |c| c.len() / t.max(1));
                 let ws: [&[u8]; ROWS] = std::array::from_fn(|j| w.row((first + j).min(n_out - 1)));
                 // The rows of the following chunk: the ones the kernels prefetch past their own.
                 let n_next = n_out.saturating_sub(first + ROWS).min(ROWS);
                 let next: [&[u8]; ROWS] = std::array::from_fn(|j| if j < n_next { w.row(first + ROWS + j) } else { &[] });
-                let xs = rounded.as_deref().unwrap_or(x);
+                let xs = floats.as_deref().unwrap_or(x);
                 let mut dot_rows = |out: &mut [f32]| match acts {
                     // llama.cpp's numerics: integer block dot products.
                     Some(acts) => q8act::dot_rows(dtype, &ws[..n], acts, out, &next[..n_next]),
