@@ -30,7 +30,7 @@ fn model_copy(tag: &str) -> TempDir {
 
 /// An empty temp folder, removed when the guard drops.
 fn scratch(tag: &str) -> TempDir {
-    tempfile::Builder::new().prefix(&format!("parity-bad-{tag}-")).tempdir().unwrap()
+    tempfile::Builder::new().prefix(&format!("parity-bad-{tag}-")).tempdir().expect("a scratch folder under the system temporary directory")
 }
 
 fn load_err(dir: &Path) -> String {

@@ -14,7 +14,7 @@ fn contract(p: &str) -> Contract {
 
 /// A temp folder, removed when the guard drops.
 fn tmp(name: &str) -> TempDir {
-    tempfile::Builder::new().prefix(&format!("parity-bisect-{name}-")).tempdir().unwrap()
+    tempfile::Builder::new().prefix(&format!("parity-bisect-{name}-")).tempdir().expect("a scratch folder under the system temporary directory")
 }
 
 /// (mutant contract, first divergent stage, first batch, first stage whose own op

@@ -26,7 +26,7 @@ fn example() -> Trace {
 /// A fresh scratch folder for one test.
 /// Removed when the returned guard drops.
 fn scratch(name: &str) -> TempDir {
-    tempfile::Builder::new().prefix(&format!("parity-harness-{name}-")).tempdir().unwrap()
+    tempfile::Builder::new().prefix(&format!("parity-harness-{name}-")).tempdir().expect("a scratch folder under the system temporary directory")
 }
 
 /// The example with every stage in memory, after `f` edits them.

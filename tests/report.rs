@@ -32,7 +32,7 @@ fn render(dir: &Path) {
 
 /// A temp folder, removed when the guard drops.
 fn tmp(tag: &str) -> TempDir {
-    tempfile::Builder::new().prefix(&format!("parity-report-{tag}-")).tempdir().unwrap()
+    tempfile::Builder::new().prefix(&format!("parity-report-{tag}-")).tempdir().expect("a scratch folder under the system temporary directory")
 }
 
 #[test]

@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn round_trip_all_dtypes() {
-        let tmp = tempfile::Builder::new().prefix("parity-npy-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new().prefix("parity-npy-").tempdir().expect("a scratch folder under the system temporary directory");
         let dir = tmp.path();
         let data = [1.0f32, -2.5, 3.25, 0.0, 1e-3, 7.0];
         for dt in [DType::F32, DType::F16, DType::BF16] {

@@ -318,7 +318,8 @@ fn on_lines(v: &mut Vec<f32>, len: usize) -> std::ops::Range<usize> {
 /// reads one line (see `on_lines` for the measured difference).
 pub struct OnLines {
     buf: Vec<f32>,
-    at: usize,
+    /// Where the copy lies in `buf`.
+    range: std::ops::Range<usize>,
 }
 
 impl OnLines {
@@ -326,7 +327,7 @@ impl OnLines {
         let mut buf = Vec::new();
         let range = on_lines(&mut buf, x.len());
         buf[range.clone()].copy_from_slice(x);
-        OnLines { buf, at: range.start }
+        OnLines { buf, range }
     }
 
     /// Whether `x` already starts on a line boundary (no copy needed).
@@ -338,14 +339,13 @@ impl OnLines {
 impl std::ops::Deref for OnLines {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &self.buf[self.at..self.buf.len() - (15 - self.at)]
+        &self.buf[self.range.clone()]
     }
 }
 
 impl std::ops::DerefMut for OnLines {
     fn deref_mut(&mut self) -> &mut [f32] {
-        let end = self.buf.len() - (15 - self.at);
-        &mut self.buf[self.at..end]
+        &mut self.buf[self.range.clone()]
     }
 }
 
