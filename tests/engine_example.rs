@@ -150,3 +150,30 @@ fn decode_weight_bytes_count_every_matrix_once_and_experts_by_their_share() {
     let want = dense + experts * 2.0 / 8.0 + head + embed_row;
     assert_eq!(m.weight_bytes_per_token(), want);
 }
+
+/// Records on which rayon worker (if any) each stage arrived.
+struct Threads(Vec<Option<usize>>);
+
+impl parity::engine::sink::Sink for Threads {
+    fn wants(&self, _: &str) -> bool {
+        true
+    }
+    fn record(&mut self, _: &str, _: &[usize], _: &[f32]) {
+        self.0.push(rayon::current_thread_index());
+    }
+    fn record_ids(&mut self, _: &str, _: &[usize], _: &[i32]) {
+        self.0.push(rayon::current_thread_index());
+    }
+}
+
+#[test]
+fn an_engine_call_from_outside_the_pool_runs_on_a_worker() {
+    // A test's thread is not one of rayon's workers; the call moves onto one
+    // (Model::forward_rows: its parallel loops are then shared, not handed over).
+    assert_eq!(rayon::current_thread_index(), None);
+    let (m, _) = engine::load(&shared("qwen3-1layer"), &RunOptions::default()).unwrap();
+    let mut sink = Threads(Vec::new());
+    m.forward(&mut engine::KvCache::default(), &[1, 2, 3], &[[0, 0, 0, 0], [1, 1, 1, 0], [2, 2, 2, 0]], &mut sink).unwrap();
+    assert!(!sink.0.is_empty());
+    assert!(sink.0.iter().all(Option::is_some), "stages recorded off the worker threads: {:?}", sink.0);
+}

@@ -210,7 +210,21 @@ impl Model {
     /// llama.cpp computes for a prompt by default) unless the sink records
     /// `final_norm` or `logits`, which are then computed for every row and
     /// recorded; the last row is returned either way.
+    ///
+    /// The call runs on one of rayon's worker threads (the caller waits for
+    /// it once), so that each of its parallel loops is shared between the
+    /// worker running it and the others. Started from outside the pool,
+    /// every loop would be handed over to the workers while the caller
+    /// sleeps until they are done: a wake-up per loop (a decode step has
+    /// about a hundred) and three threads taking turns on two cores.
     pub fn forward_rows(&self, cache: &mut KvCache, tokens: &[u32], positions: &[[i64; 4]], sink: &mut dyn Sink, rows: LogitRows) -> Result<Vec<f32>> {
+        // `scope` runs its body on a worker: this one if the caller is one,
+        // else one of the global pool's (nothing is spawned in it).
+        rayon::scope(|_| self.forward_here(cache, tokens, positions, sink, rows))
+    }
+
+    /// `forward_rows` on the current thread.
+    fn forward_here(&self, cache: &mut KvCache, tokens: &[u32], positions: &[[i64; 4]], sink: &mut dyn Sink, rows: LogitRows) -> Result<Vec<f32>> {
         let c = &self.cfg;
         let (d, nh, nkv, hd) = (c.hidden.value, c.n_heads.value, c.n_kv_heads.value, c.head_dim.value);
         let t = tokens.len();

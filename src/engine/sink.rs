@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-/// Receives one engine call's rows of a stage.
-pub trait Sink {
+/// Receives one engine call's rows of a stage. `Send`: an engine call runs
+/// on one of the worker threads (`Model::forward_rows`).
+pub trait Sink: Send {
     /// Cheap check before the engine copies anything.
     fn wants(&self, name: &str) -> bool;
     /// `data` holds `rows × prod(tail)` values.
@@ -87,7 +88,7 @@ impl<F: Fn(&str) -> bool> Recorder<F> {
     }
 }
 
-impl<F: Fn(&str) -> bool> Sink for Recorder<F> {
+impl<F: Fn(&str) -> bool + Send> Sink for Recorder<F> {
     fn wants(&self, name: &str) -> bool {
         (self.filter)(name)
     }
