@@ -208,22 +208,28 @@ const AHEAD: usize = 2;
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 const FAR: usize = 5;
 
-/// Whether one-row calls also prefetch the row `AHEAD` places on (the one
-/// `FAR` places on is always asked for). Not on AMD CPUs: on Zen 4
-/// (2026-12-02, one thread, interleaved pairs of `parity bench -p 1 -n 24
-/// --set activation_rounding=llamacpp`) decode was faster without it in 8
-/// of 10 pairs for Q8_0 and 7 of 10 for Q4_K_M (means +8% for both; the
-/// machine's spread was wide). On the Intel Xeon it is a gain, measured
-/// again with the far prefetch in place (2026-12-02, the same pairs, six
-/// each): +5% for Q8_0 and for Q4_K_M, 6 of 6 pairs both.
+/// How one-row calls ask for the weights they will read next (hints;
+/// results never depend on them), by CPU vendor, each as measured on this
+/// project's machines (2026-12-02/03, interleaved runs of `parity bench
+/// --set activation_rounding=llamacpp`):
+///
+/// - Intel (Xeon): the row `AHEAD` places on into L1 and the one `FAR`
+///   places on into L2, each asked for whole before a row is read (the near
+///   one +5% for Q8_0 and Q4_K_M, 6 of 6 one-thread pairs, with the far one
+///   in place).
+/// - AMD (Zen 4): for k-quants, each block asks for the bytes
+///   `kquant::avx2::STREAM_AHEAD` past it instead; Q8_0 and Q4_0 keep the far
+///   row. A perf profile of a one-thread Q4_K_M decode had a fifth of its
+///   samples on the far row's burst of prefetches; a near row lost there too
+///   (8 of 10 pairs for Q8_0, 7 of 10 for Q4_K_M, one thread).
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-fn near_prefetch() -> bool {
+fn is_amd() -> bool {
     use std::sync::OnceLock;
-    static NEAR: OnceLock<bool> = OnceLock::new();
-    *NEAR.get_or_init(|| {
+    static AMD: OnceLock<bool> = OnceLock::new();
+    *AMD.get_or_init(|| {
         let id = std::arch::x86_64::__cpuid(0);
         let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
-        vendor != b"AuthenticAMD"
+        vendor == b"AuthenticAMD"
     })
 }
 
@@ -256,18 +262,22 @@ fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out:
         }
         return;
     }
+    // How weights ahead are asked for (see `is_amd`).
+    let k_blocks = !matches!(dtype, DType::Q8_0 | DType::Q4_0);
+    let stream = n == 1 && k_blocks && is_amd();
     for (j, (w, o)) in ws.iter().zip(out.chunks_exact_mut(n)).enumerate() {
-        if n == 1 {
-            if near_prefetch() {
-                let ahead = ws.get(j + AHEAD).or_else(|| next.get(j + AHEAD - ws.len()));
-                super::gemm::prefetch(ahead.copied().unwrap_or(&[]));
-            }
+        if n == 1 && !is_amd() {
+            let ahead = ws.get(j + AHEAD).or_else(|| next.get(j + AHEAD - ws.len()));
+            super::gemm::prefetch(ahead.copied().unwrap_or(&[]));
+        }
+        if n == 1 && !stream {
             let far = ws.get(j + FAR).or_else(|| next.get(j + FAR - ws.len()));
             super::gemm::prefetch_l2(far.copied().unwrap_or(&[]));
         }
-        match dtype {
-            DType::Q8_0 | DType::Q4_0 => q32::dot_rows::<VNNI>(dtype, w, acts, o),
-            _ => kquant::dot_rows::<VNNI>(dtype, w, acts, o),
+        if k_blocks {
+            kquant::dot_rows::<VNNI>(dtype, w, acts, o, stream)
+        } else {
+            q32::dot_rows::<VNNI>(dtype, w, acts, o)
         }
     }
 }

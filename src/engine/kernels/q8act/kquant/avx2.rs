@@ -18,15 +18,21 @@ use crate::formats::tensor::DType;
 const TILE: usize = 8;
 /// 32-element pieces per block.
 const PIECES: usize = QK_K / 32;
+/// With `stream`, how far past each block (bytes) a one-row call asks for the
+/// weights it will read next.
+const STREAM_AHEAD: usize = 3072;
 
 /// `dot_rows`, with `dpwssd` where `VNNI` (the caller has checked the CPU
-/// and enabled the feature).
+/// and enabled the feature). With `stream`, each block of a row read for one
+/// activation row asks for the bytes `STREAM_AHEAD` past it (into L1: the
+/// rows of a matrix follow each other, so these are the next rows' blocks;
+/// a hint, results never depend on it).
 #[inline(always)]
-pub(in super::super) fn dot_rows<const VNNI: bool>(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32]) {
+pub(in super::super) fn dot_rows<const VNNI: bool>(dtype: DType, w: &[u8], acts: &QActs, out: &mut [f32], stream: bool) {
     match dtype {
-        DType::Q4_K => rows::<VNNI, _, _>(blocks_of::<BlockQ4K>(w), |b| K4::new(head(b), &b.qs, None), acts, out),
-        DType::Q5_K => rows::<VNNI, _, _>(blocks_of::<BlockQ5K>(w), |b| K4::new(head(b), &b.qs, Some(&b.qh)), acts, out),
-        _ => rows::<VNNI, _, _>(blocks_of::<BlockQ6K>(w), Q6K::new, acts, out),
+        DType::Q4_K => rows::<VNNI, _, _>(blocks_of::<BlockQ4K>(w), |b| K4::new(head(b), &b.qs, None), acts, out, stream),
+        DType::Q5_K => rows::<VNNI, _, _>(blocks_of::<BlockQ5K>(w), |b| K4::new(head(b), &b.qs, Some(&b.qh)), acts, out, stream),
+        _ => rows::<VNNI, _, _>(blocks_of::<BlockQ6K>(w), Q6K::new, acts, out, stream),
     }
 }
 
@@ -51,7 +57,7 @@ trait Pieces {
 
 /// Every activation row of `acts` against the weight row `blocks`, [`TILE`] rows at a time.
 #[inline(always)]
-fn rows<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: impl Fn(&'a B) -> P, acts: &QActs, out: &mut [f32]) {
+fn rows<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: impl Fn(&'a B) -> P, acts: &QActs, out: &mut [f32], stream: bool) {
     let (n, nb) = (out.len(), acts.k / QK_K);
     let blocks = &blocks[..nb];
     // What block_sums and the scale reads below rely on.
@@ -61,7 +67,7 @@ fn rows<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: impl Fn(&'a
         *<&mut [f32; TILE]>::try_from(o).unwrap() = tile::<VNNI, _, _>(blocks, &unpack, acts, t * TILE);
     }
     for (i, o) in out.iter_mut().enumerate().skip(whole) {
-        *o = single::<VNNI, _, _>(blocks, &unpack, acts, i);
+        *o = single::<VNNI, _, _>(blocks, &unpack, acts, i, stream);
     }
 }
 
@@ -92,14 +98,17 @@ macro_rules! for_each_piece {
 unsafe fn block_sums<const VNNI: bool, const R: usize>(p: &impl Pieces, b: usize, acts: &QActs, first: usize) -> [(__m256i, __m256i); R] {
     let k = acts.k;
     let y = acts.qs.as_ptr().add(first * k + b * QK_K);
-    let mut acc = [_mm256_setzero_si256(); R];
+    // A row alone has no other rows' chains to overlap with: its even and odd
+    // pieces go to two chains (the sums are integers, exact in any order).
+    let mut acc2 = [[_mm256_setzero_si256(); R]; 2];
     for_each_piece!(c, {
         let (q, sc) = p.piece(c);
-        for (r, acc) in acc.iter_mut().enumerate() {
+        for (r, acc) in acc2[if R == 1 { c % 2 } else { 0 }].iter_mut().enumerate() {
             let y = _mm256_loadu_si256(y.add(r * k + 32 * c) as *const __m256i);
             *acc = madd_add::<VNNI>(*acc, _mm256_maddubs_epi16(q, y), sc);
         }
     });
+    let acc: [__m256i; R] = if R == 1 { [_mm256_add_epi32(acc2[0][0], acc2[1][0]); R] } else { acc2[0] };
     let sums = acts.bsums.as_ptr().add((first * k + b * QK_K) / BSUM);
     std::array::from_fn(|r| (acc[r], _mm256_madd_epi16(_mm256_loadu_si256(sums.add(r * k / BSUM) as *const __m256i), p.mins())))
 }
@@ -109,7 +118,7 @@ unsafe fn block_sums<const VNNI: bool, const R: usize>(p: &impl Pieces, b: usize
 /// together ([`sum_each`]) and the module's float step is one vector
 /// operation per group of eight, lane by lane in the same order.
 #[inline(always)]
-fn single<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(&'a B) -> P, acts: &QActs, i: usize) -> f32 {
+fn single<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(&'a B) -> P, acts: &QActs, i: usize, stream: bool) -> f32 {
     let nb = blocks.len();
     let da = &acts.d[i * nb..(i + 1) * nb];
     // SAFETY (all blocks): AVX2 and FMA are enabled for this build; see
@@ -121,6 +130,14 @@ fn single<'a, const VNNI: bool, B, P: Pieces>(blocks: &'a [B], unpack: &impl Fn(
             let (mut d, mut dmin) = ([0f32; 8], None::<[f32; 8]>);
             for (j, block) in group.iter().enumerate() {
                 let b = 8 * g + j;
+                if stream {
+                    // Addresses past the row may be outside any allocation:
+                    // only computed (wrapping) and prefetched, never read.
+                    let at = (block as *const B).cast::<u8>().wrapping_add(STREAM_AHEAD);
+                    for off in (0..size_of::<B>()).step_by(64) {
+                        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(off).cast::<i8>());
+                    }
+                }
                 let p = unpack(block);
                 let [(sj, mj)] = block_sums::<VNNI, 1>(&p, b, acts, i);
                 d[j] = p.d() * da[b];
