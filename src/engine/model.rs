@@ -468,7 +468,9 @@ pub(crate) fn moe_forward(m: &Moe, x: &[f32], d: usize, layer: usize, sink: &mut
             m.experts[*ex].forward(&xs)
         })
         .collect();
-    // Zeros written, not `vec!` (calloc): see `attention` on reading fresh zero pages.
+    // Zeros written, not `vec!` (calloc): see `attention` on reading fresh
+    // zero pages. Not `vec!` and then `fill` either, as attention does per
+    // head: after calloc the compiler may drop a fill of zeros as redundant.
     let mut out = Vec::with_capacity(t * d);
     out.resize(t * d, 0f32);
     for ((_, rows), y) in routed.iter().zip(&ys) {
