@@ -263,10 +263,10 @@ fn dot_rows_isa<const VNNI: bool>(dtype: DType, ws: &[&[u8]], acts: &QActs, out:
         return;
     }
     // How weights ahead are asked for (see `is_amd`).
-    let k_blocks = !matches!(dtype, DType::Q8_0 | DType::Q4_0);
-    let stream = n == 1 && k_blocks && is_amd();
+    let (k_blocks, amd) = (!matches!(dtype, DType::Q8_0 | DType::Q4_0), is_amd());
+    let stream = n == 1 && k_blocks && amd;
     for (j, (w, o)) in ws.iter().zip(out.chunks_exact_mut(n)).enumerate() {
-        if n == 1 && !is_amd() {
+        if n == 1 && !amd {
             let ahead = ws.get(j + AHEAD).or_else(|| next.get(j + AHEAD - ws.len()));
             super::gemm::prefetch(ahead.copied().unwrap_or(&[]));
         }
