@@ -118,13 +118,17 @@ enum Command {
         #[arg(long, required_unless_present = "kernels")]
         model: Option<PathBuf>,
         /// Instead of a model: time the matrix kernels on synthetic weights of
-        /// every stored type (a 3072 x 1024 matrix, 1 and PROMPT activation rows),
+        /// every stored type (a --shape matrix, 1 and PROMPT activation rows),
         /// in exact numerics and, for quantised types, llama.cpp's
         #[arg(long)]
         kernels: bool,
         /// With --kernels: only these stored types (e.g. q4_k,f16)
         #[arg(long, value_delimiter = ',')]
         types: Vec<String>,
+        /// With --kernels: the matrix as ROWSxK (a small one stays in cache,
+        /// which times the arithmetic rather than the memory)
+        #[arg(long, default_value = "3072x1024", value_parser = parse_shape)]
+        shape: (usize, usize),
         /// Prompt tokens (one prefill call)
         #[arg(short = 'p', long, default_value_t = 64)]
         prompt: usize,
@@ -149,6 +153,17 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: Format,
     },
+}
+
+/// `ROWSxK`, both positive and K a whole number of 256-element blocks.
+fn parse_shape(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("{s:?}: expected ROWSxK with ROWS > 0 and K a positive multiple of 256, e.g. 3072x1024");
+    let (r, k) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (r, k): (usize, usize) = (r.trim().parse().map_err(|_| bad())?, k.trim().parse().map_err(|_| bad())?);
+    if r == 0 || k == 0 || !k.is_multiple_of(256) {
+        return Err(bad());
+    }
+    Ok((r, k))
 }
 
 fn write_report(entries: &[parity::report::Entry], dir: &std::path::Path, heat: parity::report::HeatMetric) -> anyhow::Result<()> {
@@ -183,9 +198,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(code)
         }
-        Command::Bench { model, kernels, types, prompt, generate, reps, set } => {
+        Command::Bench { model, kernels, types, shape, prompt, generate, reps, set } => {
             if kernels {
-                for r in parity::engine::bench::kernels(3072, 1024, prompt, &types)? {
+                for r in parity::engine::bench::kernels(shape.0, shape.1, prompt, &types)? {
                     println!("{}", serde_json::to_string(&r)?);
                 }
                 return Ok(0);
@@ -274,4 +289,19 @@ fn parse_settings(set: &[String]) -> anyhow::Result<std::collections::BTreeMap<S
         out.insert(k.to_string(), v);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_shape;
+
+    #[test]
+    fn kernel_shapes_parse_and_bad_ones_say_what_is_expected() {
+        assert_eq!(parse_shape("3072x1024"), Ok((3072, 1024)));
+        assert_eq!(parse_shape("16X512"), Ok((16, 512)));
+        for bad in ["3072", "0x1024", "8x100", "8x0", "ax256", "8x256x2"] {
+            let err = parse_shape(bad).unwrap_err();
+            assert!(err.contains(bad) && err.contains("multiple of 256"), "{bad}: {err}");
+        }
+    }
 }
