@@ -100,7 +100,7 @@ fn linear(w: &dyn WeightStore, prefix: &str, out: usize, inp: usize, bias: bool,
     let t = w.get(&format!("{prefix}.weight"))?;
     t.expect_shape(model, &[out, inp])?;
     let bias = if bias { Some(vec_f32(w, &format!("{prefix}.bias"), out, model)?) } else { None };
-    Ok(Linear { w: t, bias, round_input: false })
+    Ok(Linear::new(t, bias))
 }
 
 impl Model {
@@ -148,11 +148,14 @@ impl Model {
         }
         let partial = n_layers < c.n_layers.value;
         let final_norm = if partial { Vec::new() } else { vec_f32(w, "model.norm.weight", d, name)? };
-        let lm_head = if c.tied_embeddings.value || partial { Linear { w: embed.clone(), bias: None, round_input: false } } else { linear(w, "lm_head", c.vocab.value, d, false, name)? };
+        let lm_head = if c.tied_embeddings.value || partial { Linear::new(embed.clone(), None) } else { linear(w, "lm_head", c.vocab.value, d, false, name)? };
         let rope = Rope::new(&c.rope, hd).map_err(|e| Error::model(name, e.to_string()))?;
         let mut m = Model { embed, layers: out, final_norm, lm_head, rope, partial, eng, cfg };
         if m.eng.activation_rounding {
-            let set = |l: &mut Linear| l.round_input = true;
+            let set = |l: &mut Linear| {
+                l.round_input = true;
+                l.pack();
+            };
             set(&mut m.lm_head);
             for l in &mut m.layers {
                 for lin in [&mut l.q, &mut l.k, &mut l.v, &mut l.o] {
@@ -390,11 +393,7 @@ fn load_moe(w: &dyn WeightStore, c: &ModelConfig, m: &str, name: &str) -> Result
         dn.expect_shape(name, &[e, d, inter])?;
         for x in 0..e {
             let g = gu.select(x)?;
-            experts.push(Mlp {
-                gate: Linear { w: g.rows(0, inter)?, bias: None, round_input: false },
-                up: Linear { w: g.rows(inter, inter)?, bias: None, round_input: false },
-                down: Linear { w: dn.select(x)?, bias: None, round_input: false },
-            });
+            experts.push(Mlp { gate: Linear::new(g.rows(0, inter)?, None), up: Linear::new(g.rows(inter, inter)?, None), down: Linear::new(dn.select(x)?, None) });
         }
     } else {
         for x in 0..e {

@@ -3,8 +3,10 @@
 
 use rayon::prelude::*;
 
+use crate::engine::kernels::q8act::packed as q8act_packed;
 use crate::formats::config::EpsPlacement;
 use crate::formats::tensor::{DType, Tensor};
+use std::sync::Arc;
 
 /// `a · b` in one fixed summation order, whatever the CPU: four 8-lane
 /// accumulators take consecutive 8-element groups in turn (group g goes to
@@ -236,9 +238,30 @@ pub struct Linear {
     pub bias: Option<Vec<f32>>,
     /// Round the input as llama.cpp's matmul does for this weight type (a setting).
     pub round_input: bool,
+    /// The weight laid out again for the integer kernels (see [`Linear::pack`]).
+    pub packed: Option<Arc<q8act_packed::PackedQ4K>>,
 }
 
 impl Linear {
+    /// A layer over `w` in its stored type, exact numerics.
+    pub fn new(w: Tensor, bias: Option<Vec<f32>>) -> Linear {
+        Linear { w, bias, round_input: false, packed: None }
+    }
+
+    /// With llama.cpp's numerics (`round_input`), lays out a Q4_K weight
+    /// again, eight rows side by side, where the CPU runs that kernel
+    /// (`q8act::packed`: the in-place kernel's unpacking was the limit of a
+    /// decode step), and lets the mapped file's pages of the weight go. The
+    /// results are bit for bit those of the in-place kernel. Nothing happens
+    /// for other types, shapes or CPUs.
+    pub fn pack(&mut self) {
+        let (rows, k) = (self.out_dim(), self.in_dim());
+        if self.round_input && self.packed.is_none() && q8act_packed::packs(self.w.dtype, rows, k) {
+            self.packed = Some(Arc::new(q8act_packed::pack(&self.w.row_view(), rows, k)));
+            self.w.release_pages();
+        }
+    }
+
     pub fn out_dim(&self) -> usize {
         self.w.n_rows()
     }
@@ -323,7 +346,10 @@ impl Linear {
                 let next: [&[u8]; ROWS] = std::array::from_fn(|j| if j < n_next { w.row(first + ROWS + j) } else { &[] });
                 let xs = floats.as_deref().unwrap_or(x);
                 let mut dot_rows = |out: &mut [f32]| match acts {
-                    // llama.cpp's numerics: integer block dot products.
+                    // llama.cpp's numerics: integer block dot products, from
+                    // the layout made at load where there is one.
+                    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+                    Some(acts) if l.packed.is_some() => q8act::packed::dot_rows(l.packed.as_deref().expect("checked"), first, acts, out),
                     Some(acts) => q8act::dot_rows(dtype, &ws[..n], acts, out, &next[..n_next]),
                     // Exact numerics: the rows decoded, every input row through them.
                     None => gemm::rows_times_acts(dtype, &ws[..n], xs, n_in, out, scratch, &next[..n_next]),
@@ -390,6 +416,30 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_q4_k_layer_gives_the_in_place_kernel_bit_for_bit() {
+        // Linear::pack (llama.cpp numerics, where the CPU runs the packed
+        // kernel): decode and prefill, tasks of whole groups and a short last one.
+        use crate::engine::kernels::decode::synthetic_blocks;
+        use crate::formats::tensor::Backing;
+        let (k, rows) = (512, 40);
+        let raw = synthetic_blocks(DType::Q4_K, rows * k / 256, 9, false);
+        let n = raw.len();
+        let w = Tensor::new("w", DType::Q4_K, vec![rows, k], Backing::Owned(Arc::new(raw)), 0..n).unwrap();
+        let plain = Linear { w: w.clone(), bias: None, round_input: true, packed: None };
+        let mut packed = plain.clone();
+        packed.pack();
+        if packed.packed.is_none() {
+            eprintln!("no packed kernel on this CPU or build");
+            return;
+        }
+        for t in [1, 2, 9] {
+            let x: Vec<f32> = (0..t * k).map(|i| ((i * 7919) % 1013) as f32 / 300.0 - 1.7).collect();
+            let (a, b) = (plain.forward(&x), packed.forward(&x));
+            assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()), "t = {t}");
+        }
+    }
+
+    #[test]
     fn every_input_row_comes_out_in_its_place() {
         // With many input rows each task writes its block's columns of
         // [T, out]: each row must land where the same row alone lands.
@@ -400,7 +450,7 @@ mod tests {
         let n = raw.len();
         let w = Tensor::new("w", DType::Q4_K, vec![rows, k], Backing::Owned(std::sync::Arc::new(raw)), 0..n).unwrap();
         for round_input in [false, true] {
-            let l = Linear { w: w.clone(), bias: Some((0..rows).map(|o| o as f32).collect()), round_input };
+            let l = Linear { w: w.clone(), bias: Some((0..rows).map(|o| o as f32).collect()), round_input, packed: None };
             let t = 13;
             let x: Vec<f32> = (0..t * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
             let all = l.forward(&x);
@@ -420,7 +470,7 @@ mod tests {
             let raw = synthetic_blocks(dtype, rows * k / dtype.block().0, seed, false);
             let n = raw.len();
             let w = Tensor::new(format!("w{seed}"), dtype, vec![rows, k], Backing::Owned(std::sync::Arc::new(raw)), 0..n).unwrap();
-            Linear { w, bias: None, round_input }
+            Linear { w, bias: None, round_input, packed: None }
         };
         for round_input in [false, true] {
             // Q4_K and Q6_K share one quantised input, F16 gets its own rounded one; odd row counts.

@@ -186,6 +186,25 @@ impl Tensor {
         &self.backing.bytes()[self.range.clone()]
     }
 
+    /// Says the process will not read this tensor's bytes again soon (they
+    /// were laid out again elsewhere): the whole pages inside it leave the
+    /// resident set, so a model's memory stays about its file's size. A later
+    /// read maps them in again from the file. Only for tensors over a mapped
+    /// file; a hint, errors ignored.
+    pub fn release_pages(&self) {
+        #[cfg(unix)]
+        if let Backing::Map(m) = &self.backing {
+            const PAGE: usize = 4096;
+            let (start, end) = (self.range.start.next_multiple_of(PAGE), self.range.end / PAGE * PAGE);
+            if end > start {
+                // SAFETY: the map is read-only and private (`Mmap::map`), never
+                // written: dropping its pages loses nothing, and reads after
+                // this fault them in again from the file.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            }
+        }
+    }
+
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }

@@ -21,6 +21,7 @@
 //! `((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))`, as in `ops::dot`.
 
 mod kquant;
+pub mod packed;
 mod q32;
 
 use half::f16;

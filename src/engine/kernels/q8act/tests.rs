@@ -61,7 +61,7 @@ const KERNEL_TYPES: [DType; 5] = [DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::
 
 fn row_lengths(dtype: DType) -> Vec<usize> {
     if dtype.block().0 == QK_K {
-        vec![256, 1024, 3072, 4096]
+        vec![256, 768, 1024, 2816, 3072, 4096]
     } else {
         vec![32, 64, 96, 256, 288, 480, 1024]
     }
@@ -242,6 +242,42 @@ fn q8_k_scale_comes_from_the_first_largest_magnitude_as_ggml_scans() {
         assert_eq!(q[*first], -127, "case {c}: the first largest value maps to -127");
         if x[3].is_nan() {
             assert_eq!(q[3], 127, "case {c}: a NaN maps to 127, as min(NaN, 127) gives");
+        }
+    }
+}
+
+/// The Q4_K layout made at load gives each row's plain-twin result bit for
+/// bit: one activation row (decode) and several (every tile width), whole
+/// groups at any offset, every row length.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+#[test]
+fn packed_q4_k_is_bit_identical_to_the_plain_twin() {
+    use crate::formats::tensor::{Backing, Tensor};
+    if !has_vnni() {
+        eprintln!("no AVX-512 VNNI here: the packed kernel does not run");
+        return;
+    }
+    let mut rng = Rng(23);
+    for k in row_lengths(DType::Q4_K) {
+        let rows = 24;
+        let raw: Vec<u8> = (0..rows).flat_map(|_| weight_row(&mut rng, DType::Q4_K, k)).collect();
+        let len = raw.len();
+        let w = Tensor::new("w", DType::Q4_K, vec![rows, k], Backing::Owned(std::sync::Arc::new(raw)), 0..len).unwrap();
+        assert!(packed::packs(DType::Q4_K, rows, k));
+        let p = packed::pack(&w.row_view(), rows, k);
+        for n in [1, 3, 8, 15] {
+            let acts = quantize(DType::Q4_K, &activations(&mut rng, n, k), k).unwrap();
+            for (first, count) in [(0, 24), (8, 16), (16, 8)] {
+                let mut fast = vec![f32::NAN; count * n];
+                packed::dot_rows(&p, first, &acts, &mut fast);
+                for j in 0..count {
+                    let mut plain = vec![0f32; n];
+                    dot_rows_ref(DType::Q4_K, w.row_bytes(first + j), &acts, &mut plain);
+                    for (i, (f, q)) in fast[j * n..(j + 1) * n].iter().zip(&plain).enumerate() {
+                        assert_eq!(f.to_bits(), q.to_bits(), "k = {k}, n = {n}, row {}, activation row {i}: {f} vs {q}", first + j);
+                    }
+                }
+            }
         }
     }
 }
