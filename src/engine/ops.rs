@@ -1,12 +1,13 @@
 //! Plain numeric kernels over row-major f32 slices. Shapes are written `[T, d]`.
 //! The fast quantised kernels (speed issue) keep these as their reference twins.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use crate::engine::kernels::q8act::packed as q8act_packed;
 use crate::formats::config::EpsPlacement;
 use crate::formats::tensor::{DType, Tensor};
-use std::sync::Arc;
 
 /// `a · b` in one fixed summation order, whatever the CPU: four 8-lane
 /// accumulators take consecutive 8-element groups in turn (group g goes to

@@ -60,16 +60,6 @@ impl std::fmt::Debug for PackedQ4K {
     }
 }
 
-impl PackedQ4K {
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        std::mem::size_of_val(self.blocks.as_slice())
-    }
-}
-
 /// Whether the packed kernel runs here, for a `rows × k` matrix of `dtype`:
 /// Q4_K, whole groups of eight rows, and a CPU with AVX-512 VNNI and VL
 /// (and a build with AVX2, FMA and F16C, where the kernel is compiled).
@@ -79,8 +69,8 @@ pub fn packs(dtype: DType, rows: usize, k: usize) -> bool {
 }
 
 /// Lays out `rows` rows of `k` Q4_K elements (`view`, logical order) in
-/// groups of eight. The caller checked [`packs`] (without it, the layout is
-/// still made, for the tests of other CPUs' builds).
+/// groups of eight. The caller checked [`packs`] (which also makes sure
+/// there are rows and blocks to lay out).
 pub fn pack(view: &RowView<'_>, rows: usize, k: usize) -> PackedQ4K {
     use rayon::prelude::*;
     let nb = k / QK_K;
