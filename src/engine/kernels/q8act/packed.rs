@@ -51,6 +51,8 @@ const _: () = assert!(size_of::<GroupBlock>() == 1184);
 pub struct PackedQ4K {
     rows: usize,
     nb: usize,
+    // Read only by the kernel, which builds without AVX2 leave out (`packs` is false there).
+    #[cfg_attr(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c")), allow(dead_code))]
     blocks: Vec<GroupBlock>,
 }
 
