@@ -190,7 +190,8 @@ pub fn kernels(rows: usize, k: usize, t: usize, only: &[String]) -> Result<Vec<K
         // Exact numerics, and llama.cpp's (integer kernels) where the type is quantised.
         for round_input in [false, true].into_iter().take(if dtype.is_quantized() { 2 } else { 1 }) {
             // As the model has it: llama.cpp's numerics lay Q4_K out again where the CPU runs that kernel.
-            let mut lin = Linear { w: w.clone(), bias: None, round_input, packed: None };
+            let mut lin = Linear::new(w.clone(), None);
+            lin.round_input = round_input;
             lin.pack();
             for tt in [1, t] {
                 let x: Vec<f32> = (0..tt * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();

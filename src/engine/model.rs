@@ -152,30 +152,47 @@ impl Model {
         let rope = Rope::new(&c.rope, hd).map_err(|e| Error::model(name, e.to_string()))?;
         let mut m = Model { embed, layers: out, final_norm, lm_head, rope, partial, eng, cfg };
         if m.eng.activation_rounding {
-            let set = |l: &mut Linear| {
-                l.round_input = true;
-                l.pack();
-            };
-            set(&mut m.lm_head);
-            for l in &mut m.layers {
-                for lin in [&mut l.q, &mut l.k, &mut l.v, &mut l.o] {
-                    set(lin);
-                }
-                let mlps: Vec<&mut Mlp> = match &mut l.ffn {
-                    Ffn::Dense(d) => vec![d],
-                    Ffn::Moe(moe) => {
-                        set(&mut moe.router);
-                        moe.experts.iter_mut().collect()
-                    }
-                };
-                for mlp in mlps {
-                    for lin in [&mut mlp.gate, &mut mlp.up, &mut mlp.down] {
-                        set(lin);
+            // llama.cpp's numerics: every weight's input is rounded, and Q4_K
+            // weights are laid out again for the integer kernels
+            // (`Linear::pack`): the dense ones now, the experts at their first
+            // call (only the experts some token selects are read). Those copies
+            // are process memory where the mapped file's pages could be dropped
+            // and read again, so they are made only when all of them together
+            // would take at most half the memory available at load; past that,
+            // every weight stays in the mapped file (same results, the in-place
+            // kernel), as a model larger than memory needs.
+            let mut all = m.linears_mut();
+            all.iter_mut().for_each(|(l, _)| l.round_input = true);
+            let packable: usize = all.iter().map(|(l, _)| l.packable_bytes()).sum();
+            if fits_twice(packable, available_memory()) {
+                for (l, expert) in all {
+                    if expert {
+                        l.pack_on_first_use();
+                    } else {
+                        l.pack();
                     }
                 }
             }
         }
         Ok(m)
+    }
+
+    /// Every linear layer, each with whether it is an MoE expert.
+    fn linears_mut(&mut self) -> Vec<(&mut Linear, bool)> {
+        let mut all = vec![(&mut self.lm_head, false)];
+        for l in &mut self.layers {
+            all.extend([&mut l.q, &mut l.k, &mut l.v, &mut l.o].map(|x| (x, false)));
+            match &mut l.ffn {
+                Ffn::Dense(d) => all.extend([&mut d.gate, &mut d.up, &mut d.down].map(|x| (x, false))),
+                Ffn::Moe(moe) => {
+                    all.push((&mut moe.router, false));
+                    for e in &mut moe.experts {
+                        all.extend([&mut e.gate, &mut e.up, &mut e.down].map(|x| (x, true)));
+                    }
+                }
+            }
+        }
+        all
     }
 
     pub fn n_layers(&self) -> usize {
@@ -478,4 +495,30 @@ pub(crate) fn moe_forward(m: &Moe, x: &[f32], d: usize, layer: usize, sink: &mut
         }
     }
     out
+}
+
+/// Whether `bytes` take at most half of `available` (unknown: assumed so).
+fn fits_twice(bytes: usize, available: Option<u64>) -> bool {
+    available.is_none_or(|avail| (bytes as u64).saturating_mul(2) <= avail)
+}
+
+/// The memory the kernel says is available to new allocations without
+/// swapping (`MemAvailable`), in bytes; None where it cannot say.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn weights_are_laid_out_again_only_within_half_the_available_memory() {
+        assert!(super::fits_twice(100, Some(200)));
+        assert!(!super::fits_twice(101, Some(200)));
+        assert!(!super::fits_twice(usize::MAX, Some(1 << 40)));
+        // Where the kernel does not say, as before: laid out.
+        assert!(super::fits_twice(usize::MAX, None));
+    }
 }

@@ -1,7 +1,7 @@
 //! Plain numeric kernels over row-major f32 slices. Shapes are written `[T, d]`.
 //! The fast quantised kernels (speed issue) keep these as their reference twins.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
@@ -239,14 +239,18 @@ pub struct Linear {
     pub bias: Option<Vec<f32>>,
     /// Round the input as llama.cpp's matmul does for this weight type (a setting).
     pub round_input: bool,
-    /// The weight laid out again for the integer kernels (see [`Linear::pack`]).
-    pub packed: Option<Arc<q8act_packed::PackedQ4K>>,
+    /// The weight laid out again for the integer kernels (see [`Linear::pack`]):
+    /// made at load, or at the first call with `pack_on_use`.
+    packed: OnceLock<Arc<q8act_packed::PackedQ4K>>,
+    /// Lay the weight out at its first call rather than at load (an MoE
+    /// expert: only the experts some token selects are ever read).
+    pack_on_use: bool,
 }
 
 impl Linear {
     /// A layer over `w` in its stored type, exact numerics.
     pub fn new(w: Tensor, bias: Option<Vec<f32>>) -> Linear {
-        Linear { w, bias, round_input: false, packed: None }
+        Linear { w, bias, round_input: false, packed: OnceLock::new(), pack_on_use: false }
     }
 
     /// With llama.cpp's numerics (`round_input`), lays out a Q4_K weight
@@ -256,10 +260,42 @@ impl Linear {
     /// results are bit for bit those of the in-place kernel. Nothing happens
     /// for other types, shapes or CPUs.
     pub fn pack(&mut self) {
-        let (rows, k) = (self.out_dim(), self.in_dim());
-        if self.round_input && self.packed.is_none() && q8act_packed::packs(self.w.dtype, rows, k) {
-            self.packed = Some(Arc::new(q8act_packed::pack(&self.w.row_view(), rows, k)));
-            self.w.release_pages();
+        if self.can_pack() {
+            let _ = self.packed.get_or_init(|| self.laid_out());
+        }
+    }
+
+    /// As [`Linear::pack`], but at the layer's first call: a weight that is
+    /// never called (an expert no token selects) is never read.
+    pub fn pack_on_first_use(&mut self) {
+        self.pack_on_use = self.can_pack();
+    }
+
+    /// Bytes [`Linear::pack`] would lay out again (0 where it does nothing).
+    pub fn packable_bytes(&self) -> usize {
+        if self.can_pack() {
+            self.w.bytes().len()
+        } else {
+            0
+        }
+    }
+
+    fn can_pack(&self) -> bool {
+        self.round_input && q8act_packed::packs(self.w.dtype, self.out_dim(), self.in_dim())
+    }
+
+    fn laid_out(&self) -> Arc<q8act_packed::PackedQ4K> {
+        let p = Arc::new(q8act_packed::pack(&self.w.row_view(), self.out_dim(), self.in_dim()));
+        self.w.release_pages();
+        p
+    }
+
+    /// The packed layout, made now if this layer packs on first use.
+    pub fn packed(&self) -> Option<&q8act_packed::PackedQ4K> {
+        match self.packed.get() {
+            Some(p) => Some(p),
+            None if self.pack_on_use => Some(self.packed.get_or_init(|| self.laid_out())),
+            None => None,
         }
     }
 
@@ -334,11 +370,15 @@ impl Linear {
             }
         }
         let rows: [_; N] = std::array::from_fn(|i| ls[i].w.row_view());
+        // Made here, once, before the tasks (an expert's first call lays it out).
+        let packed: [_; N] = std::array::from_fn(|i| ls[i].packed());
         let columns = &columns;
         tasks.into_par_iter().for_each_init(
             || (gemm::Scratch::default(), Vec::new()),
             |(scratch, block), (li, first, chunk)| {
                 let (l, w, (_, acts, floats)) = (ls[li], rows[li], &inputs[which[li]]);
+                #[cfg_attr(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c")), allow(unused_variables))]
+                let packed = packed[li];
                 let (dtype, n_out) = (l.w.dtype, l.out_dim());
                 let n = chunk.as_ref().map_or((n_out - first).min(ROWS), |c| c.len() / t.max(1));
                 let ws: [&[u8]; ROWS] = std::array::from_fn(|j| w.row((first + j).min(n_out - 1)));
@@ -350,7 +390,7 @@ impl Linear {
                     // llama.cpp's numerics: integer block dot products, from
                     // the layout made at load where there is one.
                     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-                    Some(acts) if l.packed.is_some() => q8act::packed::dot_rows(l.packed.as_deref().expect("checked"), first, acts, out),
+                    Some(acts) if packed.is_some() => q8act::packed::dot_rows(packed.expect("checked"), first, acts, out),
                     Some(acts) => q8act::dot_rows(dtype, &ws[..n], acts, out, &next[..n_next]),
                     // Exact numerics: the rows decoded, every input row through them.
                     None => gemm::rows_times_acts(dtype, &ws[..n], xs, n_in, out, scratch, &next[..n_next]),
@@ -426,17 +466,23 @@ mod tests {
         let raw = synthetic_blocks(DType::Q4_K, rows * k / 256, 9, false);
         let n = raw.len();
         let w = Tensor::new("w", DType::Q4_K, vec![rows, k], Backing::Owned(Arc::new(raw)), 0..n).unwrap();
-        let plain = Linear { w: w.clone(), bias: None, round_input: true, packed: None };
+        let plain = Linear { round_input: true, ..Linear::new(w.clone(), None) };
         let mut packed = plain.clone();
         packed.pack();
-        if packed.packed.is_none() {
+        if packed.packed().is_none() {
             eprintln!("no packed kernel on this CPU or build");
             return;
         }
+        // An expert's layer is laid out at its first call, not before.
+        let mut on_use = plain.clone();
+        on_use.pack_on_first_use();
+        assert!(on_use.packed.get().is_none(), "laid out before its first call");
         for t in [1, 2, 9] {
             let x: Vec<f32> = (0..t * k).map(|i| ((i * 7919) % 1013) as f32 / 300.0 - 1.7).collect();
-            let (a, b) = (plain.forward(&x), packed.forward(&x));
+            let (a, b, c) = (plain.forward(&x), packed.forward(&x), on_use.forward(&x));
             assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()), "t = {t}");
+            assert!(a.iter().zip(&c).all(|(a, c)| a.to_bits() == c.to_bits()), "packed on use, t = {t}");
+            assert!(on_use.packed.get().is_some(), "not laid out by its first call");
         }
     }
 
@@ -451,7 +497,7 @@ mod tests {
         let n = raw.len();
         let w = Tensor::new("w", DType::Q4_K, vec![rows, k], Backing::Owned(std::sync::Arc::new(raw)), 0..n).unwrap();
         for round_input in [false, true] {
-            let l = Linear { w: w.clone(), bias: Some((0..rows).map(|o| o as f32).collect()), round_input, packed: None };
+            let l = Linear { round_input, ..Linear::new(w.clone(), Some((0..rows).map(|o| o as f32).collect())) };
             let t = 13;
             let x: Vec<f32> = (0..t * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
             let all = l.forward(&x);
@@ -471,7 +517,7 @@ mod tests {
             let raw = synthetic_blocks(dtype, rows * k / dtype.block().0, seed, false);
             let n = raw.len();
             let w = Tensor::new(format!("w{seed}"), dtype, vec![rows, k], Backing::Owned(std::sync::Arc::new(raw)), 0..n).unwrap();
-            Linear { w, bias: None, round_input, packed: None }
+            Linear { round_input, ..Linear::new(w, None) }
         };
         for round_input in [false, true] {
             // Q4_K and Q6_K share one quantised input, F16 gets its own rounded one; odd row counts.
