@@ -141,6 +141,11 @@ enum Command {
         /// Override a named convention (repeatable), e.g. --set activation_rounding=llamacpp
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Run only one way (last-row, all-rows or traced) instead of the
+        /// three interleaved, so that it meets only the memory it leaves
+        /// itself, as one `parity check` in its own process does
+        #[arg(long, value_parser = parse_way)]
+        only: Option<parity::engine::bench::Way>,
     },
     /// Compare two traces without a contract; B is the reference
     Diff {
@@ -164,6 +169,16 @@ fn parse_shape(s: &str) -> Result<(usize, usize), String> {
         return Err(bad());
     }
     Ok((r, k))
+}
+
+fn parse_way(s: &str) -> Result<parity::engine::bench::Way, String> {
+    use parity::engine::bench::Way;
+    match s {
+        "last-row" => Ok(Way::LastRow),
+        "all-rows" => Ok(Way::AllRows),
+        "traced" => Ok(Way::Traced),
+        _ => Err(format!("{s:?}: expected last-row, all-rows or traced")),
+    }
 }
 
 fn write_report(entries: &[parity::report::Entry], dir: &std::path::Path, heat: parity::report::HeatMetric) -> anyhow::Result<()> {
@@ -198,7 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(code)
         }
-        Command::Bench { model, kernels, types, shape, prompt, generate, reps, set } => {
+        Command::Bench { model, kernels, types, shape, prompt, generate, reps, set, only } => {
             if kernels {
                 for r in parity::engine::bench::kernels(shape.0, shape.1, prompt, &types)? {
                     println!("{}", serde_json::to_string(&r)?);
@@ -207,7 +222,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             let model = model.ok_or_else(|| anyhow::anyhow!("bench needs --model (or --kernels)"))?;
             let opts = parity::engine::RunOptions { settings: parse_settings(&set)?, ..Default::default() };
-            let r = parity::engine::bench::bench(&model, &opts, prompt, generate, reps)?;
+            let r = parity::engine::bench::bench(&model, &opts, prompt, generate, reps, only)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(0)
         }
@@ -293,7 +308,7 @@ fn parse_settings(set: &[String]) -> anyhow::Result<std::collections::BTreeMap<S
 
 #[cfg(test)]
 mod tests {
-    use super::parse_shape;
+    use super::{parse_shape, parse_way};
 
     #[test]
     fn kernel_shapes_parse_and_bad_ones_say_what_is_expected() {
@@ -303,5 +318,15 @@ mod tests {
             let err = parse_shape(bad).unwrap_err();
             assert!(err.contains(bad) && err.contains("multiple of 256"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn bench_ways_parse_and_a_bad_one_names_the_three() {
+        use parity::engine::bench::Way;
+        assert_eq!(parse_way("traced"), Ok(Way::Traced));
+        assert_eq!(parse_way("all-rows"), Ok(Way::AllRows));
+        assert_eq!(parse_way("last-row"), Ok(Way::LastRow));
+        let err = parse_way("trace").unwrap_err();
+        assert!(err.contains("\"trace\"") && err.contains("last-row, all-rows or traced"), "{err}");
     }
 }

@@ -71,8 +71,22 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// The three ways `bench` runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    /// Untraced, logits of the last row only (a generation's prefill).
+    LastRow,
+    /// Untraced, every row's logits (what a trace needs: the fair comparison).
+    AllRows,
+    /// Every stage recorded.
+    Traced,
+}
+
 /// Best of `reps` runs of: prefill `prompt` tokens, then `generate` single-token decode calls.
-pub fn bench(model: &Path, opts: &RunOptions, prompt: usize, generate: usize, reps: usize) -> Result<BenchResult> {
+/// Every [`Way`], interleaved, or `only` one of them (the others' fields are NaN,
+/// null in JSON): each way then meets the memory state it leaves itself, as
+/// a run of `parity check` in its own process does.
+pub fn bench(model: &Path, opts: &RunOptions, prompt: usize, generate: usize, reps: usize, only: Option<Way>) -> Result<BenchResult> {
     let t0 = Instant::now();
     let (m, _) = engine::load(model, opts)?;
     let load_s = t0.elapsed().as_secs_f64();
@@ -94,16 +108,21 @@ pub fn bench(model: &Path, opts: &RunOptions, prompt: usize, generate: usize, re
     // Three ways, interleaved round by round so that drift in the machine's
     // speed (a shared VM) does not land on one of them: last-row logits,
     // every row's logits (what a trace needs, so the fair untraced
-    // comparison), and traced. Best of `reps` for each.
+    // comparison), and traced. Best of `reps` for each. (With `only`, one.)
     let mut best = [(f64::INFINITY, f64::INFINITY); 3];
     let mut rss_untraced = f64::NAN;
+    let ways = [Way::LastRow, Way::AllRows, Way::Traced];
     for _ in 0..reps.max(1) {
-        for (i, b) in best.iter_mut().enumerate() {
-            let (pp, tg) = match i {
-                0 => run(&mut NoSink, LogitRows::Last)?,
-                1 => run(&mut NoSink, LogitRows::All)?,
-                _ => {
-                    if rss_untraced.is_nan() {
+        for (way, b) in ways.iter().zip(best.iter_mut()) {
+            if only.is_some_and(|o| o != *way) {
+                *b = (f64::NAN, f64::NAN);
+                continue;
+            }
+            let (pp, tg) = match way {
+                Way::LastRow => run(&mut NoSink, LogitRows::Last)?,
+                Way::AllRows => run(&mut NoSink, LogitRows::All)?,
+                Way::Traced => {
+                    if rss_untraced.is_nan() && only.is_none() {
                         rss_untraced = peak_rss_mib();
                     }
                     run(&mut Recorder::new(|_: &str| true).expecting_rows(prompt + generate), LogitRows::All)?
@@ -111,6 +130,9 @@ pub fn bench(model: &Path, opts: &RunOptions, prompt: usize, generate: usize, re
             };
             *b = (b.0.min(pp), b.1.min(tg));
         }
+    }
+    if rss_untraced.is_nan() && only != Some(Way::Traced) {
+        rss_untraced = peak_rss_mib();
     }
     let [(pp, tg), (ppa, _), (ppt, tgt)] = best;
     Ok(BenchResult {
