@@ -261,7 +261,7 @@ impl Linear {
     /// for other types, shapes or CPUs.
     pub fn pack(&mut self) {
         if self.can_pack() {
-            let _ = self.packed.get_or_init(|| self.laid_out());
+            let _ = self.packed.get_or_init(|| self.laid_out(true));
         }
     }
 
@@ -284,8 +284,8 @@ impl Linear {
         self.round_input && q8act_packed::packs(self.w.dtype, self.out_dim(), self.in_dim())
     }
 
-    fn laid_out(&self) -> Arc<q8act_packed::PackedQ4K> {
-        let p = Arc::new(q8act_packed::pack(&self.w.row_view(), self.out_dim(), self.in_dim()));
+    fn laid_out(&self, on_threads: bool) -> Arc<q8act_packed::PackedQ4K> {
+        let p = Arc::new(q8act_packed::pack(&self.w.row_view(), self.out_dim(), self.in_dim(), on_threads));
         self.w.release_pages();
         p
     }
@@ -294,7 +294,7 @@ impl Linear {
     pub fn packed(&self) -> Option<&q8act_packed::PackedQ4K> {
         match self.packed.get() {
             Some(p) => Some(p),
-            None if self.pack_on_use => Some(self.packed.get_or_init(|| self.laid_out())),
+            None if self.pack_on_use => Some(self.packed.get_or_init(|| self.laid_out(false))),
             None => None,
         }
     }

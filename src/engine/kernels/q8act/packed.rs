@@ -27,7 +27,7 @@ use crate::formats::tensor::{DType, RowView};
 pub const LANES: usize = 8;
 
 /// Block `b` of the eight rows of a group.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 #[repr(C, align(32))]
 pub(super) struct GroupBlock {
     /// Vector `8c + g` (c < 4, g < 8): bytes `4r..4r + 4` are row r's
@@ -48,6 +48,7 @@ const _: () = assert!(size_of::<GroupBlock>() == 1184);
 
 /// A Q4_K matrix in groups of eight rows: group g's blocks are
 /// `blocks[g·nb..(g + 1)·nb]`.
+#[derive(PartialEq)]
 pub struct PackedQ4K {
     rows: usize,
     nb: usize,
@@ -71,14 +72,17 @@ pub fn packs(dtype: DType, rows: usize, k: usize) -> bool {
 }
 
 /// Lays out `rows` rows of `k` Q4_K elements (`view`, logical order) in
-/// groups of eight. The caller checked [`packs`] (which also makes sure
-/// there are rows and blocks to lay out).
-pub fn pack(view: &RowView<'_>, rows: usize, k: usize) -> PackedQ4K {
+/// groups of eight, the groups spread over the threads (`on_threads`) or
+/// all on this one (inside a parallel loop: an MoE expert laid out at its
+/// first call, where waiting on other tasks inside a `OnceLock`'s
+/// initialiser is better avoided). The caller checked [`packs`] (which also
+/// makes sure there are rows and blocks to lay out).
+pub fn pack(view: &RowView<'_>, rows: usize, k: usize, on_threads: bool) -> PackedQ4K {
     use rayon::prelude::*;
     let nb = k / QK_K;
     let zero = GroupBlock { qs: [[0; 32]; 32], sc: [[0; LANES]; 8], mn: [[0; 2 * LANES]; 4], d: [0; LANES], dmin: [0; LANES] };
     let mut blocks = vec![zero; rows / LANES * nb];
-    blocks.par_chunks_mut(nb.max(1)).enumerate().for_each(|(g, group)| {
+    let fill = |(g, group): (usize, &mut [GroupBlock])| {
         for r in 0..LANES {
             let row: &[BlockQ4K] = super::blocks_of(view.row(LANES * g + r));
             for (gb, x) in group.iter_mut().zip(row) {
@@ -96,7 +100,12 @@ pub fn pack(view: &RowView<'_>, rows: usize, k: usize) -> PackedQ4K {
                 gb.dmin[r] = u16::from_le_bytes(x.dmin);
             }
         }
-    });
+    };
+    if on_threads {
+        blocks.par_chunks_mut(nb.max(1)).enumerate().for_each(fill);
+    } else {
+        blocks.chunks_mut(nb.max(1)).enumerate().for_each(fill);
+    }
     PackedQ4K { rows, nb, blocks }
 }
 

@@ -264,7 +264,8 @@ fn packed_q4_k_is_bit_identical_to_the_plain_twin() {
         let len = raw.len();
         let w = Tensor::new("w", DType::Q4_K, vec![rows, k], Backing::Owned(std::sync::Arc::new(raw)), 0..len).unwrap();
         assert!(packed::packs(DType::Q4_K, rows, k));
-        let p = packed::pack(&w.row_view(), rows, k);
+        let p = packed::pack(&w.row_view(), rows, k, true);
+        assert!(p == packed::pack(&w.row_view(), rows, k, false), "laid out on one thread differs");
         for n in [1, 3, 8, 15] {
             let acts = quantize(DType::Q4_K, &activations(&mut rng, n, k), k).unwrap();
             for (first, count) in [(0, 24), (8, 16), (16, 8)] {
