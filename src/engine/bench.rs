@@ -167,8 +167,8 @@ pub struct KernelResult {
     pub t: usize,
     /// Stored weight bytes streamed per second (decoded, multiplied).
     pub weight_gb_s: f64,
-    /// Multiply-adds per second, in billions.
-    pub gflop_s: f64,
+    /// Multiply-adds per second, in billions (a FLOP count would be twice this).
+    pub gmac_s: f64,
 }
 
 /// Synthetic weights of `dtype`, `rows × k`: random quants, finite scales.
@@ -239,7 +239,7 @@ pub fn kernels(rows: usize, k: usize, t: usize, only: &[String]) -> Result<Vec<K
                     shape: [rows, k],
                     t: tt,
                     weight_gb_s: bytes as f64 / s / 1e9,
-                    gflop_s: (rows * k * tt) as f64 / s / 1e9,
+                    gmac_s: (rows * k * tt) as f64 / s / 1e9,
                 });
             }
         }
@@ -258,6 +258,6 @@ mod tests {
         let r = kernels(16, 256, 2, &["Q4_K".to_string()]).unwrap();
         let got: Vec<_> = r.iter().map(|k| (k.dtype.as_str(), k.numerics, k.t)).collect();
         assert_eq!(got, [("Q4_K", "exact", 1), ("Q4_K", "exact", 2), ("Q4_K", "llamacpp", 1), ("Q4_K", "llamacpp", 2)]);
-        assert!(r.iter().all(|k| k.gflop_s > 0.0));
+        assert!(r.iter().all(|k| k.gmac_s > 0.0));
     }
 }
