@@ -160,7 +160,7 @@ impl Model {
             // and read again, so they are made only when all of them together
             // would take at most half the memory available at load; past that,
             // every weight stays in the mapped file (same results, the in-place
-            // kernel), as a model larger than memory needs.
+            // kernel), which is what a model near the size of memory needs.
             let mut all = m.linears_mut();
             all.iter_mut().for_each(|(l, _)| l.round_input = true);
             let packable: usize = all.iter().map(|(l, _)| l.packable_bytes()).sum();
