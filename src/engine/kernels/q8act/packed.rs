@@ -1,5 +1,6 @@
-//! Q4_K weights laid out again at load, eight rows side by side, for the
-//! integer kernels (llama.cpp numerics) on CPUs with AVX-512 VNNI.
+//! Q4_K weights laid out again, eight rows side by side, for the integer
+//! kernels (llama.cpp numerics) on CPUs with AVX-512 VNNI: dense weights at
+//! load, an MoE expert at its first call (`Linear::pack`, `pack_on_first_use`).
 //!
 //! Why: a decode step reads each weight row once against one activation row,
 //! and the in-place kernel (`kquant::avx2`) has to unpack every block's
@@ -11,7 +12,7 @@
 //! register, so four activation bytes broadcast to all lanes meet eight rows
 //! in one `dpbusd`, and each scale step serves eight rows: about 30
 //! instructions per block and row. The same idea as `rows8`, which packs per
-//! call for prefill; done once at load, decode can use it too.
+//! call for prefill; done once per weight, decode can use it too.
 //!
 //! The layout keeps the stored nibbles (4 bits a weight): a group's block
 //! is 1184 bytes where the eight rows' blocks take 1152, the difference

@@ -246,8 +246,8 @@ fn q8_k_scale_comes_from_the_first_largest_magnitude_as_ggml_scans() {
     }
 }
 
-/// The Q4_K layout made at load gives each row's plain-twin result bit for
-/// bit: one activation row (decode) and several (every tile width), whole
+/// The packed Q4_K layout (made on all threads or on one) gives each row's
+/// plain-twin result bit for bit: one activation row (decode) and several (every tile width), whole
 /// groups at any offset, every row length.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 #[test]
